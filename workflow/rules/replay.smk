@@ -1,0 +1,71 @@
+rule distances:
+    input:
+        embeddings="results/instructions/embeddings.parquet",
+        instances="results/data/instances.parquet",
+    output:
+        "results/replay/distances.parquet",
+    params:
+        distance=config["distance"],
+        tasks=EXPERIMENT_TASKS,
+    log:
+        "logs/distances.log",
+    benchmark:
+        "benchmarks/rules/distances.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../scripts/distances.py"
+
+
+rule replay:
+    input:
+        instances="results/data/instances.parquet",
+        insinfo="results/instructions/insinfo.parquet",
+        distances="results/replay/distances.parquet",
+        embeddings="results/instructions/embeddings.parquet",
+        example_embeddings=(
+            ["results/instructions/example_embeddings.parquet"] if needs_example_embeddings() else []
+        ),
+    output:
+        directory("results/replay/{order}/{method}/seed{seed}"),
+    params:
+        replay=config["replay"],
+        tasks=lambda wildcards: ORDERS[wildcards.order],
+    log:
+        "logs/replay/{order}/{method}/seed{seed}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/replay.py"
+
+
+rule replay_summary:
+    input:
+        replay=lambda wildcards: expand(
+            "results/replay/{{order}}/{method}/seed{seed}", method=METHODS, seed=SEEDS
+        ),
+        distances="results/replay/distances.parquet",
+    output:
+        table="results/replay/{order}/composition.parquet",
+        composition=report(
+            "results/replay/{order}/composition.png",
+            caption="../report/composition.rst",
+            category="Replay",
+        ),
+        heatmap=report(
+            "results/replay/{order}/distances.png", caption="../report/distances.rst", category="Replay"
+        ),
+    params:
+        tasks=lambda wildcards: ORDERS[wildcards.order],
+    log:
+        "logs/replay/{order}/summary.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/replay_summary.py"

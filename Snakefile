@@ -1,18 +1,25 @@
 # inscl: continual instruction tuning (InsCL and baselines) from raw benchmark files to a report.
+import os
 import sys
 
 from snakemake.utils import min_version, validate
 
-from inscl.config import ConfigError, validate_config
-
 min_version("9.0")
+
+# Jobs import the package from this checkout, whatever environment runs them (--use-conda, SLURM).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (os.path.join(workflow.basedir, "src"), os.environ.get("PYTHONPATH")) if p
+)
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
+
+from inscl.config import ConfigError, validate_config
 
 
 configfile: "config.yaml"
 
 
 try:
-    config.update(validate_config(dict(config), source="config"))
+    config.update(validate_config(dict(config), source=", ".join(map(str, workflow.configfiles)) or "config"))
 except ConfigError as error:
     sys.exit(f"inscl: {error}")
 validate(config, "workflow/schemas/config.schema.yaml")

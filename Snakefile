@@ -6,10 +6,7 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# Jobs import the package from this checkout, whatever environment runs them (--use-conda, SLURM).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (os.path.join(workflow.basedir, "src"), os.environ.get("PYTHONPATH")) if p
-)
+# The package of this checkout, also when Snakemake runs outside the project's environment.
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from inscl.config import ConfigError, validate_config

@@ -1,3 +1,5 @@
+import os
+
 import pandas as pd
 import pytest
 
@@ -53,3 +55,10 @@ def test_non_utf8_names_byte_offset(tmp_path):
     with pytest.raises(InputError) as info:
         read_json(path)
     assert "not valid UTF-8 (byte 11, line 1)" in str(info.value)
+
+
+def test_artifacts_get_the_usual_file_mode(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    write_parquet(pd.DataFrame({"a": [1]}), tmp_path / "f.parquet")
+    assert (tmp_path / "f.parquet").stat().st_mode & 0o777 == 0o666 & ~umask

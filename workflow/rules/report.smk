@@ -19,7 +19,14 @@ rule report:
         tags_raw="results/instructions/tags_raw.parquet",
     output:
         html="results/report/index.html",
-        plots=directory("results/report/plots"),
+        plots=report(
+            directory("results/report/plots"),
+            patterns=["{section,[a-z_]+}--{name}.png"],
+            caption="../report/report_plots.rst",
+            category="Report",
+            subcategory="{section}",
+            labels={"figure": "{section}", "name": "{name}"},
+        ),
     params:
         orders=ORDERS,
         methods=METHODS,

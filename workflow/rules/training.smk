@@ -3,6 +3,14 @@ def previous_model(wildcards):
     return chain_dir(wildcards.order, wildcards.method, wildcards.seed, int(wildcards.stage) - 1) + "/model"
 
 
+def task_epoch_slot(wildcards):
+    """(position, order length) of a single-task reference: its place in the first order naming it."""
+    for order in ORDERS.values():
+        if wildcards.task in order:
+            return [order.index(wildcards.task), len(order)]
+    return [0, None]
+
+
 TRAIN_RESOURCES = dict(
     mem_mb=config["training"]["mem_mb"],
     runtime=config["training"]["runtime"],
@@ -17,7 +25,6 @@ rule base_model:
         directory("results/runs/base/model"),
     params:
         model=config["model"],
-        training=config["training"],
     log:
         "logs/base_model.log",
     threads: config["training"]["threads"]
@@ -40,6 +47,7 @@ rule train_stage:
     params:
         tasks=lambda wildcards: [ORDERS[wildcards.order][int(wildcards.stage) - 1]],
         stage=lambda wildcards: int(wildcards.stage),
+        epoch_slot=lambda wildcards: [int(wildcards.stage) - 1, len(ORDERS[wildcards.order])],
         checkpoints=lambda wildcards: f"results/runs/{wildcards.order}/{wildcards.method}/seed{wildcards.seed}/stage{wildcards.stage}/checkpoints",
         training=config["training"],
         model=config["model"],
@@ -65,6 +73,7 @@ rule train_multitask:
     params:
         tasks=EXPERIMENT_TASKS,
         stage=1,
+        epoch_slot=None,
         checkpoints="results/runs/multitask/seed{seed}/checkpoints",
         training=config["training"],
         model=config["model"],
@@ -90,6 +99,7 @@ rule train_single_task:
     params:
         tasks=lambda wildcards: [wildcards.task],
         stage=1,
+        epoch_slot=task_epoch_slot,
         checkpoints="results/runs/single_task/seed{seed}/{task}/checkpoints",
         training=config["training"],
         model=config["model"],

@@ -1,0 +1,95 @@
+"""A no-op rerun of the default workflow vs Snakemake's own start-up, side by side. Target: < 2x.
+
+    .venv/bin/python benchmarks/rerun.py [--repeat 5] [--directory .]
+
+Needs the default workflow to have completed once in --directory (`snakemake --cores all`). If
+results/report/index.html is missing, it measures on the finished artifacts that are up to date
+and says so. CPU time (user+sys of snakemake) is printed beside wall time because wall time
+grows with whatever else shares the CPUs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+REPORT = "results/report/index.html"
+# Artifacts of the default workflow, upstream first (docs/artifacts.md).
+ARTIFACTS = [
+    "results/data/instances.parquet",
+    "results/instructions/embeddings.parquet",
+    "results/instructions/tags_raw.parquet",
+    "results/instructions/tags.parquet",
+    "results/instructions/insinfo.parquet",
+    "results/replay/distances.parquet",
+    "results/runs/base/predictions.parquet",
+    "results/runs/base/scores.parquet",
+    "results/metrics/score_matrix.parquet",
+    REPORT,
+]
+
+
+def timed(argv: list[str], cwd: Path) -> tuple[float, float, str]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=ENV)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed:\n{(result.stdout + result.stderr)[-3000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), result.stdout + result.stderr
+
+
+def targets(workdir: Path) -> list[str]:
+    """[] (the default target) when the report exists, else the finished artifacts."""
+    if (workdir / REPORT).exists():
+        return []
+    done = [path for path in ARTIFACTS if (workdir / path).exists()]
+    if not done:
+        sys.exit(f"nothing finished in {workdir}: run `snakemake --cores all` there first")
+    return done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--directory", type=Path, default=REPO)
+    args = parser.parse_args()
+    workdir = args.directory.resolve()
+    chosen = targets(workdir)
+    rerun = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--cores", "all", *chosen]
+    _, _, check = timed([*rerun, "-n"], workdir)
+    if "Nothing to be done" not in check:
+        sys.exit(f"the workflow in {workdir} is not complete for {chosen or 'the default target'}:\n{check[-2000:]}")
+
+    version = [timed([*SNAKEMAKE, "--version"], workdir) for _ in range(args.repeat)]
+    noop = []
+    for _ in range(args.repeat):
+        wall, cpu, output = timed(rerun, workdir)
+        assert "Nothing to be done" in output, output[-2000:]
+        noop.append((wall, cpu))
+
+    def median(rows, i):
+        return statistics.median(r[i] for r in rows)
+
+    print(f"median of {args.repeat} runs in {workdir}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print("targets: " + (", ".join(chosen) + f" ({REPORT} not built yet)" if chosen else "the default (report)"))
+    print(f"{'what':34} {'wall s':>8} {'CPU s':>8}")
+    print(f"{'snakemake --version':34} {median(version, 0):8.2f} {median(version, 1):8.2f}")
+    print(f"{'no-op snakemake --cores all':34} {median(noop, 0):8.2f} {median(noop, 1):8.2f}")
+    ratio_wall = median(noop, 0) / median(version, 0)
+    ratio_cpu = median(noop, 1) / median(version, 1)
+    print(f"no-op / start-up: {ratio_wall:.2f}x wall, {ratio_cpu:.2f}x CPU (target < 2x: "
+          f"{'met' if ratio_wall < 2 else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()

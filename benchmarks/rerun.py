@@ -1,11 +1,12 @@
 """A no-op rerun of the default workflow vs Snakemake's own start-up, side by side. Target: < 2x.
 
-    .venv/bin/python benchmarks/rerun.py [--repeat 5] [--directory .]
+    .venv/bin/python benchmarks/rerun.py [--repeat 5] [--directory .] [--imports]
 
 Needs the default workflow to have completed once in --directory (`snakemake --cores all`). If
 results/report/index.html is missing, it measures on the finished artifacts that are up to date
 and says so. CPU time (user+sys of snakemake) is printed beside wall time because wall time
-grows with whatever else shares the CPUs.
+grows with whatever else shares the CPUs. --imports lists the slowest imports of a no-op run
+(python -X importtime): modules that rule files import at parse time are paid on every run.
 """
 from __future__ import annotations
 
@@ -58,10 +59,23 @@ def targets(workdir: Path) -> list[str]:
     return done
 
 
+def slowest_imports(argv: list[str], workdir: Path, top: int = 10) -> list[tuple[float, str]]:
+    """The top-level imports of a run with the most cumulative time, in seconds."""
+    result = subprocess.run([sys.executable, "-X", "importtime", *argv[1:]], cwd=workdir, capture_output=True,
+                            text=True, env=ENV)
+    rows = []
+    for line in result.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit() and not parts[2].startswith("  "):
+            rows.append((int(parts[1]) / 1e6, parts[2].strip()))
+    return sorted(rows, reverse=True)[:top]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--directory", type=Path, default=REPO)
+    parser.add_argument("--imports", action="store_true", help="list the slowest imports of a no-op run")
     args = parser.parse_args()
     workdir = args.directory.resolve()
     chosen = targets(workdir)
@@ -89,6 +103,10 @@ def main() -> None:
     ratio_cpu = median(noop, 1) / median(version, 1)
     print(f"no-op / start-up: {ratio_wall:.2f}x wall, {ratio_cpu:.2f}x CPU (target < 2x: "
           f"{'met' if ratio_wall < 2 else 'MISSED'})")
+    if args.imports:
+        print("slowest top-level imports of a no-op run (cumulative s):")
+        for seconds, module in slowest_imports(rerun, workdir):
+            print(f"  {seconds:6.2f}  {module}")
 
 
 if __name__ == "__main__":

@@ -239,6 +239,7 @@ class OpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no delayed-ACK stalls between headers and body
 
             def log_message(self, *args):  # keep test output quiet
                 pass

@@ -72,12 +72,14 @@ def test_only_new_texts_are_encoded_and_the_cache_holds_no_pickle(tmp_path):
     assert sorted(keys) == sorted(content_hash(t, 64) for t in ["alpha task", "beta task", "gamma task"])
 
 
-def test_cache_is_per_model(tmp_path):
-    embed_texts(["alpha task"], MODEL, tmp_path, device="cpu")
-    other = embedding.model_cache_dir(tmp_path, str(embedding.resolve_model_path(MODEL)))
-    assert other != embedding.model_cache_dir(tmp_path, MODEL)
-    embed_texts(["alpha task"], str(embedding.resolve_model_path(MODEL)), tmp_path, device="cpu")
-    assert embedding.cache_stats()["encode_calls"] == 2
+def test_cache_is_keyed_by_model_and_a_local_folder_by_its_files(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"1234")
+    before = embedding.model_cache_dir(tmp_path, str(folder))
+    assert before != embedding.model_cache_dir(tmp_path, MODEL) != embedding.model_cache_dir(tmp_path, "other/model")
+    (folder / "model.safetensors").write_bytes(b"123456")  # retrained weights in the same folder
+    assert embedding.model_cache_dir(tmp_path, str(folder)) != before
 
 
 def test_many_shards_are_merged_without_losing_vectors(tmp_path, monkeypatch):

@@ -35,7 +35,8 @@ REDUCED_DEMO = {
     "methods": ["no_replay", "inscl"],
     "references": ["single_task"],
     "replay": {"replay_per_task": 12},
-    "training": {"mode": "full", "epochs": 2, "learning_rate": 0.002, "batch_tokens": 2048, "threads": 2, "mem_mb": 3000},
+    # One thread per job, so that two jobs share the 2-CPU node; the local run uses the same threads.
+    "training": {"mode": "full", "epochs": 2, "learning_rate": 0.002, "batch_tokens": 2048, "threads": 1, "mem_mb": 3000},
     "evaluation": {"max_test_per_task": 15, "max_new_tokens": 8, "metrics": {"default": "exact_match"}},
 }
 TARGET = "results/report/index.html"
@@ -59,26 +60,43 @@ def cluster():
     shutil.rmtree(root, ignore_errors=True)
 
 
-def slurm_profile(directory: Path) -> Path:
-    """profiles/slurm with its account/partition placeholders filled in for the local cluster."""
+def slurm_profile(directory: Path, node_memory_mb: int) -> Path:
+    """profiles/slurm with its account/partition placeholders filled in for the local cluster, and
+    memory requests above this machine's (SuperNI-scale ingest) lowered to what the node has."""
     text = (REPO / "profiles" / "slurm" / "config.yaml").read_text()
     for placeholder, value in PLACEHOLDERS.items():
         assert placeholder in text, f"profiles/slurm lost its {placeholder} placeholder"
         text = text.replace(placeholder, value)
+    text = re.sub(r"mem_mb: (\d+)", lambda m: f"mem_mb: {min(int(m.group(1)), node_memory_mb)}", text)
     directory.mkdir(parents=True)
     (directory / "config.yaml").write_text(text)
     return directory
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: int) -> str:
+def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
+    """Snakemake in workdir on its config.yaml; its output goes to a file beside workdir."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(
-        [*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args],
-        capture_output=True, text=True, env=env, timeout=timeout,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"snakemake {' '.join(args)} failed in {workdir}:\n{output[-6000:]}"
+    with open(workdir.with_suffix(".out"), "w") as out:
+        return subprocess.Popen(
+            [*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args],
+            stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+
+
+def finish(process: subprocess.Popen, timeout: int) -> str:
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    workdir = Path(process.args[process.args.index("--directory") + 1])
+    output = workdir.with_suffix(".out").read_text(errors="replace")
+    assert process.returncode == 0, f"{' '.join(process.args)} failed:\n{output[-6000:]}"
     return output
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int) -> str:
+    return finish(start_snakemake(workdir, *args), timeout)
 
 
 def planned_jobs(workdir: Path) -> collections.Counter:
@@ -114,6 +132,18 @@ def squeue_records(run_id: str) -> list[tuple[str, str, str]]:
     return [tuple(line.split("|", 2)) for line in out.splitlines() if line.strip()]
 
 
+@pytest.mark.timeout(60)
+def test_cluster_says_why_it_cannot_start(tmp_path):
+    """Without the SLURM and munge binaries, bring-up stops with the install command, not a skip."""
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "slurm" / "local_cluster.py"), "up", "--root", str(tmp_path)],
+        capture_output=True, text=True, env={**os.environ, "PATH": str(tmp_path / "empty")}, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "missing munged, slurmctld, slurmd" in result.stderr
+    assert "apt-get install -y slurm-wlm munge" in result.stderr
+
+
 @pytest.mark.timeout(1500)
 def test_demo_through_slurm_equals_local_run(cluster, tmp_path):
     config = yaml.safe_dump(REDUCED_DEMO, sort_keys=False)
@@ -122,18 +152,23 @@ def test_demo_through_slurm_equals_local_run(cluster, tmp_path):
         workdir.mkdir()
         (workdir / "config.yaml").write_text(config)
 
-    run_snakemake(local_dir, "--cores", "2", TARGET, timeout=900)
-
+    # The local reference runs beside the SLURM run: both are deterministic on CPU with the same threads.
+    local_run = start_snakemake(local_dir, "--cores", "2", TARGET)
     expected = planned_jobs(slurm_dir)
-    profile = slurm_profile(tmp_path / "profile")
-    output = run_snakemake(
+    profile = slurm_profile(tmp_path / "profile", cluster.memory_mb())
+    slurm_run = start_snakemake(
         slurm_dir, "--profile", str(profile), TARGET,
         "--slurm-status-command", "squeue",  # no accounting database on the test cluster
         "--slurm-init-seconds-before-status-checks", "2",
         "--seconds-between-status-checks", "2",
         "--slurm-keep-successful-logs",
-        timeout=1200,
     )
+    try:
+        output = finish(slurm_run, timeout=1200)
+    except AssertionError as error:
+        jobs = subprocess.run(["squeue", "--states=all", "--format=%i %T %r %C %m %k"], capture_output=True, text=True)
+        raise AssertionError(f"{error}\nSLURM jobs:\n{jobs.stdout}{jobs.stderr}") from None
+    finish(local_run, timeout=600)
 
     # Every job went through sbatch: each SLURM log holds the rules its job ran, and together
     # they are exactly the jobs of the plan; squeue lists one COMPLETED job per log.

@@ -25,6 +25,7 @@ from inscl.tagging import (
     keyphrase_candidates,
     mmr_select,
     parse_tags,
+    phrase_overlaps,
     read_tag_file,
     tag_instructions,
     write_tags_raw,
@@ -123,8 +124,18 @@ def test_mmr_trades_relevance_for_diversity():
     assert mmr_select(doc, vectors[:0], 2, 0.5) == []
 
 
+def test_overlapping_phrases_are_not_both_chosen():
+    phrases = ["reverse order", "order", "letters", "reverse", "disorder"]
+    overlaps = phrase_overlaps(phrases)
+    assert overlaps[1, 0] and overlaps[3, 0] and overlaps[0, 1]
+    assert not overlaps[4, 1] and not overlaps[2, 0]  # whole words only
+    vectors = np.eye(5, dtype=np.float32)
+    doc = np.array([0.8, 0.7, 0.3, 0.6, 0.1], dtype=np.float32)
+    assert mmr_select(doc, vectors, 5, 0.0, overlaps) == [0, 2, 4]
+
+
 def test_offline_backend_tags_real_instructions_deterministically_and_cached(tmp_path):
-    texts = superni_definitions() + ["Classify the sentiment of the movie review as positive or negative.", "!!! ???"]
+    texts = superni_definitions()[:2] + ["Classify the sentiment of the movie review as positive or negative.", "!!! ???"]
     instructions = frame(texts)
     rows = tag_instructions(instructions, TAGGING, EMBEDDING, tmp_path)
     assert [r["instruction_id"] for r in rows] == list(instructions["instruction_id"])

@@ -134,7 +134,7 @@ def test_packed_examples_do_not_attend_to_each_other(workspace, tokenizer):
 def test_packed_and_padded_batches_give_the_same_loss(workspace, tokenizer):
     model = load_causal_lm(workspace["base"], MODEL).eval()
     rows = superni_instances().rename(columns={"output": "answer"}).assign(answer=lambda d: d["answer"].str[0])
-    examples = encode_examples(tokenizer, rows, "plain", 256)
+    examples = encode_examples(tokenizer, rows.iloc[::12], "plain", 256)
     loss = AnswerLoss(model)
     indices = list(range(len(examples)))
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """A training job killed mid-stage resumes from its last checkpoint and ends with the same weights."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,17 +36,23 @@ def make_job(workspace, name, **settings) -> TrainJob:
     run = workspace["folder"] / name
     # Small batches make many steps; LoRA dropout makes the RNG state matter on resume.
     training = training_settings(
-        **{"mode": "lora", "epochs": 6, "learning_rate": 3e-3, "batch_tokens": 64, "checkpoint_every": 3, **settings}
+        **{"mode": "lora", "epochs": 4, "learning_rate": 3e-3, "batch_tokens": 64, "checkpoint_every": 4, **settings}
     )
     return TrainJob(
-        instances=str(workspace["instances"]), tasks=["copy", "sst2", "arithmetic"], previous=str(workspace["base"]),
+        instances=str(workspace["instances"]), tasks=["sst2", "arithmetic"], previous=str(workspace["base"]),
         base=str(workspace["base"]), output_model=str(run / "model"), output_log=str(run / "train_log.parquet"),
         checkpoints=str(run / "checkpoints"), training=training, model=MODEL, seed=11, epochs=training["epochs"], label=name,
     )
 
 
-def start_and_kill(job: TrainJob, sig: int) -> int:
-    """Run the job in a subprocess, kill it once a checkpoint exists, return its exit status."""
+def saved_step(job: TrainJob) -> int:
+    checkpoint = latest_checkpoint(job.checkpoints)
+    return int(checkpoint.name.removeprefix("step")) if checkpoint else 0
+
+
+def start_and_kill(job: TrainJob, sig: int, after_step: int) -> int:
+    """Run the job in a subprocess, kill it once a checkpoint of `after_step` or later exists,
+    return its exit status."""
     spec = Path(job.checkpoints).parent / "spec.json"
     job.to_json(spec)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -54,7 +61,7 @@ def start_and_kill(job: TrainJob, sig: int) -> int:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 240
-    while latest_checkpoint(job.checkpoints) is None:
+    while saved_step(job) < after_step:
         assert process.poll() is None, f"training ended before any checkpoint: {process.stderr.read()[-2000:]}"
         assert time.monotonic() < deadline, "no checkpoint within the time limit"
         time.sleep(0.02)
@@ -77,7 +84,7 @@ def uninterrupted(workspace):
     torch.set_num_threads(THREADS)
     summary = train(job)
     torch.set_num_threads(threads)
-    assert summary["steps_run"] == summary["total_steps"] > 12
+    assert summary["steps_run"] == summary["total_steps"] >= 40
     return job, summary
 
 
@@ -86,18 +93,19 @@ def uninterrupted(workspace):
 def test_killed_job_resumes_and_matches_an_uninterrupted_run(workspace, uninterrupted, sig):
     reference, reference_summary = uninterrupted
     job = make_job(workspace, f"killed_{sig.name}")
-    status = start_and_kill(job, sig)
+    status = start_and_kill(job, sig, after_step=reference_summary["total_steps"] // 3)
     if sig == signal.SIGTERM:
         assert status == 143  # saved a checkpoint, then exited non-zero
     else:
         assert status == -signal.SIGKILL
     checkpoint = latest_checkpoint(job.checkpoints)
-    saved_step = json.loads((checkpoint / "state.json").read_text())["step"]
-    assert 0 < saved_step < reference_summary["total_steps"]
+    step = json.loads((checkpoint / "state.json").read_text())["step"]
+    assert 0 < step < reference_summary["total_steps"]
+    shutil.copytree(job.checkpoints, workspace["folder"] / f"changed_{sig.name}" / "checkpoints")
 
     summary = train(job)
-    assert summary["start_step"] == saved_step
-    assert summary["steps_run"] == reference_summary["total_steps"] - saved_step < reference_summary["total_steps"]
+    assert summary["start_step"] == step
+    assert summary["steps_run"] == reference_summary["total_steps"] - step < reference_summary["total_steps"]
     expected, got = weights(reference), weights(job)
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
@@ -106,12 +114,8 @@ def test_killed_job_resumes_and_matches_an_uninterrupted_run(workspace, uninterr
     assert log["loss"].tolist() == reference_log["loss"].tolist()
     assert not Path(job.checkpoints).exists()
 
-
-@pytest.mark.timeout(600)
-def test_checkpoint_of_other_settings_is_not_resumed(workspace, uninterrupted):
-    reference, reference_summary = uninterrupted
-    job = make_job(workspace, "changed")
-    start_and_kill(job, signal.SIGKILL)
-    changed = make_job(workspace, "changed", learning_rate=1e-3)
+    # The same checkpoint is not resumed once a setting that shapes training has changed.
+    changed = make_job(workspace, f"changed_{sig.name}", epochs=1)
+    assert latest_checkpoint(changed.checkpoints) is not None
     summary = train(changed)
-    assert summary["start_step"] == 0 and summary["steps_run"] == reference_summary["total_steps"]
+    assert summary["start_step"] == 0 and summary["steps_run"] == summary["total_steps"]

@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .demo import generate_demo
-from .io import InputError, content_hash, read_json, read_text_utf8, stable_seed
+from .io import InputError, content_hash, read_text_utf8, stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class _IdRegistry:
     """Rejects an upstream id seen twice within one source, naming both places."""
 
     def __init__(self):
-        self.seen: dict[str, tuple[str, object]] = {}
+        self.seen: dict[str, tuple[object, object]] = {}
 
     def add(self, upstream_id, file, record) -> str:
         if not isinstance(upstream_id, (str, int)) or isinstance(upstream_id, bool) or str(upstream_id) == "":
@@ -98,8 +98,65 @@ class _IdRegistry:
         if key in self.seen:
             first_file, first_record = self.seen[key]
             raise InputError(file, f"duplicate id '{key}' (first at {first_file} record {first_record})", record=record, field="id")
-        self.seen[key] = (str(file), record)
+        self.seen[key] = (file, record)
         return key
+
+
+def _undecodable_path(value, path=()):
+    """JSON path of the first key or string holding bytes that were not UTF-8 (as surrogates)."""
+    if isinstance(value, str):
+        return path if any("\udc80" <= ch <= "\udcff" for ch in value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and _undecodable_path(key) is not None:
+            return path + (key,)
+        found = _undecodable_path(item, path + (key,))
+        if found is not None:
+            return found
+    return None
+
+
+def _located(path: tuple) -> tuple[object, str | None]:
+    """(record, field) of a JSON path: an element of a top-level list or of SuperNI's 'Instances' is
+    a record and its key the field; anything else is named by its whole path, e.g. 'Definition[0]'."""
+    if path and (isinstance(path[0], int) or (path[0] == "Instances" and len(path) > 1 and isinstance(path[1], int))):
+        k = 0 if isinstance(path[0], int) else 1
+        keys = [p for p in path[k + 1 :] if isinstance(p, str)]
+        return path[k], keys[0] if keys else None
+    field = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path))
+    return None, field or None
+
+
+def _decode(data: bytes, file, record=None):
+    """Parse JSON bytes; non-UTF-8 bytes and syntax errors raise InputError naming where they are."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if record is None:
+            line = data[: e.start].count(b"\n") + 1
+            problem = f"not valid UTF-8 (byte {e.start}, line {line}"
+        else:
+            problem = f"not valid UTF-8 (byte {e.start} of the line"
+        field = None
+        try:
+            where = _undecodable_path(json.loads(data.decode("utf-8", "surrogateescape")))
+        except json.JSONDecodeError:
+            where = None
+        if where is not None and record is None:
+            record, field = _located(where)
+        elif where is not None:
+            field = next((p for p in where if isinstance(p, str)), None)
+        raise InputError(file, problem + ")", record=record, field=field) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        where = f"column {e.colno}" if record is not None else f"line {e.lineno} column {e.colno}"
+        raise InputError(file, f"malformed JSON at {where}: {e.msg}", record=record) from None
+
+
+def read_json(path):
+    """A JSON file (NaN accepted, as upstream SuperNI writes it in 'URL')."""
+    return _decode(Path(path).read_bytes(), path)
 
 
 # ---------------------------------------------------------------- SuperNI
@@ -176,13 +233,15 @@ def load_superni(source: dict, base_dir=".", key: str = "data.sources[0]") -> li
 
     # Explicit task names take precedence over categories; categories need every file's metadata.
     candidates = sorted(allowed) if by_category else sorted(explicit)
-    docs: dict[str, tuple[str, dict]] = {}
+    ids = _IdRegistry()
+    selected: dict[str, tuple[str, list[dict]]] = {}
     seen_categories: set[str] = set()
     for task in tqdm(candidates, desc=f"{name}: SuperNI tasks", unit="task", disable=None):
-        doc = _superni_meta(files[task])
+        path = files[task]
+        doc = _superni_meta(path)
         categories = doc.get("Categories") or []
         if not isinstance(categories, list):
-            raise InputError(files[task], "expected a list of strings", field="Categories")
+            raise InputError(path, "expected a list of strings", field="Categories")
         seen_categories.update(c for c in categories if isinstance(c, str))
         group = explicit.get(task) or next((by_category[c] for c in categories if c in by_category), None)
         if group is None:
@@ -191,26 +250,28 @@ def load_superni(source: dict, base_dir=".", key: str = "data.sources[0]") -> li
             if task in explicit:
                 raise InputError("config", f"source task '{task}' is not English (set english_only: false to keep it)", field=f"{key}.groups.{group}.tasks")
             continue
-        docs[task] = (group, doc)
+        selected[task] = (group, _superni_rows(doc, path, name, group, task, ids))
     for category, group in by_category.items():
         if category not in seen_categories:
             raise InputError("config", f"no source task has category '{category}'", field=f"{key}.groups.{group}.categories")
+    group_rank = {group: i for i, group in enumerate(groups)}
+    ordered = sorted(selected.items(), key=lambda item: (group_rank[item[1][0]], item[0]))
+    return [row for _, (_, rows) in ordered for row in rows]
 
-    ids = _IdRegistry()
+
+def _superni_rows(doc: dict, path: Path, source: str, group: str, task: str, ids: _IdRegistry) -> list[dict]:
+    instruction = superni_definition(doc, path)
+    instances = doc.get("Instances")
+    if instances is None:
+        raise InputError(path, "missing field", field="Instances")
+    if not isinstance(instances, list) or not instances:
+        raise InputError(path, "empty instance list", field="Instances")
     rows = []
-    for task, (group, doc) in docs.items():
-        path = files[task]
-        instruction = superni_definition(doc, path)
-        instances = doc.get("Instances")
-        if instances is None:
-            raise InputError(path, "missing field", field="Instances")
-        if not isinstance(instances, list) or not instances:
-            raise InputError(path, "empty instance list", field="Instances")
-        for i, inst in enumerate(instances):
-            inst = _record(inst, path, i)
-            local = ids.add(inst.get("id"), path, i)
-            text = _text(inst.get("input"), path, i, "input", allow_empty=True)
-            rows.append(_row(name, group, task, path, local, instruction, text, _references(inst.get("output"), path, i)))
+    for i, inst in enumerate(instances):
+        inst = _record(inst, path, i)
+        local = ids.add(inst.get("id"), path, i)
+        text = _text(inst.get("input"), path, i, "input", allow_empty=True)
+        rows.append(_row(source, group, task, path, local, instruction, text, _references(inst.get("output"), path, i)))
     return rows
 
 
@@ -339,13 +400,10 @@ def load_jsonl(source: dict, base_dir=".", key: str = "data.sources[0]") -> list
     for file in files:
         default_task = source.get("task") if path.is_file() and source.get("task") else file.stem
         n_records = 0
-        for lineno, line in enumerate(read_text_utf8(file).splitlines(), start=1):
+        for lineno, line in enumerate(Path(file).read_bytes().split(b"\n"), start=1):
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(file, f"malformed JSON at column {e.colno}: {e.msg}", record=lineno) from None
+            rec = _decode(line, file, record=lineno)
             rec = _record(rec, file, lineno)
             n_records += 1
             task = default_task
@@ -480,6 +538,10 @@ def ingest(data: dict, orders: dict | None = None, base_dir=".") -> tuple[pd.Dat
     df["split"] = df["split"].astype(object)
     df = assign_splits(df, data.get("test_fraction", 0.2), data.get("split_seed", 0))
     df = apply_caps(df, data.get("max_train_per_task"), data.get("max_test_per_task"), data.get("split_seed", 0))
+    duplicated = df["instance_id"].duplicated()
+    if duplicated.any():
+        row = df[duplicated].iloc[0]
+        raise InputError(row["source_file"] or "config", f"instance id '{row['instance_id']}' occurs twice", field="id")
     df["instruction_id"] = df["instruction"].map(content_hash)
     df = df[INSTANCE_COLUMNS].reset_index(drop=True)
     df = df.astype({c: "str" for c in INSTANCE_COLUMNS if c != "output"})

@@ -23,7 +23,7 @@ TOPICS = {
     "music": ("song", "band", "album", "concert", "singer", "guitar"),
     "travel": ("hotel", "flight", "beach", "trip", "train", "museum"),
 }
-SENTENCES = (
+SENTENCES = (  # the deciding word moves, so no task is solved from one fixed position
     "the {noun} was {adj}",
     "{adj} {noun}, honestly",
     "i found the {noun} {adj} this week",
@@ -32,6 +32,7 @@ SENTENCES = (
     "a really {adj} {noun} again",
 )
 NUMBER_PAIRS = ("{a} and {b}", "{a}, {b}")
+MAX_DIGIT = 6  # few enough sums for a tiny model to learn in one stage
 LETTERS = "abcdefgh"
 
 
@@ -54,7 +55,7 @@ def _sentences(label_of: Callable[[str, str], str]) -> tuple[tuple[str, str], ..
 def _number_pairs(answer_of: Callable[[int, int], int | None]) -> tuple[tuple[str, str], ...]:
     pairs = []
     for template in NUMBER_PAIRS:
-        for a, b in itertools.product(range(10), repeat=2):
+        for a, b in itertools.product(range(MAX_DIGIT + 1), repeat=2):
             answer = answer_of(a, b)
             if answer is not None:
                 pairs.append((template.format(a=a, b=b), str(answer)))

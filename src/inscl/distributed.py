@@ -96,6 +96,29 @@ def any_rank(flag: bool, ranks: Ranks) -> bool:
     return bool(value.item())
 
 
+def gather_rng_states(ranks: Ranks) -> dict:
+    """Every rank's torch (and CUDA) RNG state, gathered on all ranks, for a checkpoint."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state(ranks.local_rank)
+    if not ranks.distributed:
+        return {"ranks": [state]}
+    import torch.distributed as dist
+
+    states: list = [None] * ranks.world_size
+    dist.all_gather_object(states, state)
+    return {"ranks": states}
+
+
+def restore_rng_states(saved: dict, ranks: Ranks) -> None:
+    """Put back this rank's RNG state from a checkpoint."""
+    states = saved["ranks"]
+    state = states[ranks.rank] if ranks.rank < len(states) else states[0]
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"], ranks.local_rank)
+
+
 def barrier(ranks: Ranks) -> None:
     if ranks.distributed:
         import torch.distributed as dist

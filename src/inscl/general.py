@@ -31,11 +31,11 @@ PRIMARY_METRICS = ["acc", "exact_match,strict-match", "exact_match", "exact_matc
 
 def harness_model_args(model_dir, base_dir, model_cfg: dict, device: str) -> dict:
     """`model_args` of the harness's `hf` model for a run folder (full weights or PEFT adapter)."""
-    from .modeling import has_tokenizer, is_adapter, pick_device, resolve_model_path
+    from .modeling import has_tokenizer, inference_dtype, is_adapter, pick_device, resolve_model_path
 
     target = pick_device(device)
     args = {
-        "dtype": "bfloat16" if target.type == "cuda" else "float32",
+        "dtype": str(inference_dtype(target)).removeprefix("torch."),
         "trust_remote_code": bool(model_cfg.get("trust_remote_code", False)),
         "device": str(target),
     }

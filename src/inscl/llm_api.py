@@ -37,6 +37,7 @@ API_KEY_ENV = "OPENAI_API_KEY"
 MAX_REPAIRS = 1
 BATCH_DISCOUNT = 0.5
 BATCH_TERMINAL = {"completed", "failed", "expired", "cancelled"}
+RETRY_AFTER_CAP_S = 600.0  # a longer Retry-After (e.g. a daily quota) fails the request; a rerun resumes
 
 Messages = list[dict]
 
@@ -139,17 +140,19 @@ def retry_delay(error, attempt: int, endpoint: dict, seed: int) -> float:
     headers = response.headers if response is not None else {}
     if headers.get("retry-after-ms"):
         try:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+            return min(RETRY_AFTER_CAP_S, max(0.0, float(headers["retry-after-ms"]) / 1000))
         except ValueError:
             pass
     if headers.get("retry-after"):
         value = headers["retry-after"]
         try:
-            return max(0.0, float(value))
+            return min(RETRY_AFTER_CAP_S, max(0.0, float(value)))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+                return min(RETRY_AFTER_CAP_S, max(0.0, parsed.timestamp() - time.time()))
+            except (TypeError, ValueError):
+                pass
     base, cap = float(endpoint.get("backoff_base_s", 1.0)), float(endpoint.get("backoff_max_s", 60.0))
     return min(cap, base * 2**attempt) * random.Random(seed).uniform(0.5, 1.0)
 
@@ -196,6 +199,10 @@ class _Budget:
 class _Transient(Exception):
     """A request that failed after every retry, or was refused for good; nothing was paid."""
 
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
 
 class ChatSession:
     """Shared state of one `run_chat_requests` call."""
@@ -222,7 +229,8 @@ class ChatSession:
             return []
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            return [_Attempt(**attempt) for attempt in record["attempts"]]
+            names = _Attempt.__dataclass_fields__
+            return [_Attempt(**{k: v for k, v in attempt.items() if k in names}) for attempt in record["attempts"]]
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring unreadable cache file %s", path)
             return []
@@ -283,7 +291,8 @@ class ChatSession:
         return estimate_cost(prompt_tokens, int(self.endpoint.get("max_tokens", 512)), self.endpoint, batch)
 
     # synchronous requests -------------------------------------------------------------------
-    def call(self, key: str, messages: Messages) -> _Attempt:
+    def retrying(self, seed_key: str, request: Callable[[], Any]) -> Any:
+        """`request()` with retries on 429/5xx/timeouts/connection errors; _Transient when it cannot succeed."""
         import openai
 
         retries = int(self.endpoint.get("max_retries", 6))
@@ -291,13 +300,7 @@ class ChatSession:
             if self.stop.is_set():
                 raise _Transient("run stopped")
             try:
-                completion = self.client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,
-                    temperature=self.endpoint.get("temperature", 0),
-                    max_tokens=self.endpoint.get("max_tokens", 512),
-                )
-                return self.attempt_from_completion(completion.model_dump(), batch=False)
+                return request()
             except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
                 self.fatal = ApiError(f"{self.model}: the endpoint refused the API key: {redact(str(e), self.api_key)}")
                 self.stop.set()
@@ -306,17 +309,39 @@ class ChatSession:
                 error = e
             except openai.APIStatusError as e:
                 if e.status_code not in (408, 409) and e.status_code < 500:
-                    raise _Transient(f"HTTP {e.status_code}: {redact(str(e), self.api_key)}") from None
+                    raise _Transient(f"HTTP {e.status_code}: {redact(str(e), self.api_key)}", e.status_code) from None
                 error = e
             status = getattr(error, "status_code", None)
             described = f"HTTP {status}" if status else type(error).__name__
             if attempt == retries:
                 raise _Transient(f"{described} after {retries + 1} attempts: {redact(str(error), self.api_key)}")
-            delay = retry_delay(error, attempt, self.endpoint, stable_seed(key, attempt))
+            delay = retry_delay(error, attempt, self.endpoint, stable_seed(seed_key, attempt))
             log.debug("%s; retrying in %.2fs", described, delay)
             if self.stop.wait(delay):
                 raise _Transient("run stopped")
         raise AssertionError("unreachable")
+
+    def call(self, key: str, messages: Messages) -> _Attempt:
+        completion = self.retrying(
+            key,
+            lambda: self.client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                temperature=self.endpoint.get("temperature", 0),
+                max_tokens=self.endpoint.get("max_tokens", 512),
+            ),
+        )
+        return self.attempt_from_completion(completion.model_dump(), batch=False)
+
+    def control(self, what: str, request: Callable[[], Any], missing_ok: bool = False) -> Any:
+        """A Batch API call (upload, create, poll, download) with the same retries; ApiError if it fails.
+        With `missing_ok`, None when the object does not exist (HTTP 404)."""
+        try:
+            return self.retrying(what, request)
+        except _Transient as e:
+            if missing_ok and e.status == 404:
+                return None
+            raise self.fatal or ApiError(f"{what} failed: {e}; rerun to resume") from None
 
     def process(self, key: str, messages: Messages) -> ChatResult:
         attempts = self.load_attempts(key)
@@ -378,7 +403,8 @@ class ChatSession:
                 round_requests[key] = request
             if not round_requests:
                 break
-            for key, outcome in self.submit_batch(round_requests, desc).items():
+            outcomes, state_path = self.submit_batch(round_requests, desc)
+            for key, outcome in outcomes.items():
                 if isinstance(outcome, _Attempt):
                     self.budget.commit(outcome.cost_usd)
                     attempts = self.load_attempts(key) + [outcome]
@@ -388,14 +414,16 @@ class ChatSession:
                     self.budget.release()
                     attempts = self.load_attempts(key)
                     results[key] = self._unfinished(key, attempts, made[key], "failed", outcome)
+            state_path.unlink(missing_ok=True)
         for key in pending:
             if key not in results:
                 attempts = self.load_attempts(key)
                 result, _ = self.evaluate(key, attempts)
                 results[key] = _mark_run(result, attempts, made[key])
 
-    def submit_batch(self, requests: dict[str, Messages], desc: str) -> dict[str, _Attempt | str]:
-        """Run one batch; return per key a paid attempt or an error text. Resumes a batch left by a killed run."""
+    def submit_batch(self, requests: dict[str, Messages], desc: str) -> tuple[dict[str, _Attempt | str], Path]:
+        """Run one batch (or resume the identical one a killed run left); return per key a paid attempt
+        or an error text, and the batch's state file, to delete once the answers are stored."""
         ids = {hashlib.sha256(key.encode("utf-8")).hexdigest(): key for key in requests}
         lines = [
             json.dumps(
@@ -420,15 +448,19 @@ class ChatSession:
         batch = None
         if state_path.exists():
             batch_id = json.loads(state_path.read_text())["batch_id"]
-            batch = self.client.batches.retrieve(batch_id)
-            if batch.status in BATCH_TERMINAL - {"completed"}:
+            batch = self.control("batch status", lambda: self.client.batches.retrieve(batch_id), missing_ok=True)
+            if batch is None or batch.status in BATCH_TERMINAL - {"completed"}:
                 batch = None
             else:
                 log.info("resuming batch %s (%s)", batch_id, batch.status)
         if batch is None:
-            upload = self.client.files.create(file=("requests.jsonl", jsonl, "application/jsonl"), purpose="batch")
-            batch = self.client.batches.create(
-                input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+            upload = self.control(
+                "batch upload",
+                lambda: self.client.files.create(file=("requests.jsonl", jsonl, "application/jsonl"), purpose="batch"),
+            )
+            batch = self.control(
+                "batch creation",
+                lambda: self.client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"),
             )
             with atomic_path(state_path, ".json") as tmp:
                 tmp.write_text(json.dumps({"batch_id": batch.id, "input_file_id": upload.id, "requests": len(lines)}))
@@ -438,7 +470,8 @@ class ChatSession:
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            for line in self.client.files.content(file_id).content.decode("utf-8").splitlines():
+            content = self.control("batch download", lambda: self.client.files.content(file_id).content)
+            for line in content.decode("utf-8").splitlines():
                 if not line.strip():
                     continue
                 entry = json.loads(line)
@@ -453,8 +486,7 @@ class ChatSession:
                     outcomes[key] = f"batch request failed: {redact(json.dumps(detail)[:500], self.api_key)}"
         for key in requests:
             outcomes.setdefault(key, f"batch {batch.id} ended '{batch.status}' without an answer for this request")
-        state_path.unlink(missing_ok=True)
-        return outcomes
+        return outcomes, state_path
 
     def wait_for_batch(self, batch, total: int, desc: str):
         poll_s = float(self.endpoint.get("batch_poll_s", 30))
@@ -466,7 +498,7 @@ class ChatSession:
                         f"batch {batch.id} still '{batch.status}' after batch_timeout_s; rerun to resume waiting for it"
                     )
                 time.sleep(poll_s)
-                batch = self.client.batches.retrieve(batch.id)
+                batch = self.control("batch status", lambda: self.client.batches.retrieve(batch.id))
                 counts = batch.request_counts
                 if counts is not None:
                     bar.update(max(0, counts.completed + counts.failed - bar.n))
@@ -522,10 +554,6 @@ def run_chat_requests(
                 session.run_batch(pending, results, desc)
             else:
                 session.run_sync(pending, results, desc)
-        except ApiError:
-            raise
-        except Exception as e:
-            raise ApiError(f"{desc}: {type(e).__name__}: {redact(str(e), session.api_key)}") from None
         finally:
             session.client.close()
         if session.fatal is not None:

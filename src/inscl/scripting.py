@@ -26,12 +26,9 @@ def run_rule(smk, main: Callable) -> None:
     """Run `main(smk)` for a Snakemake `script:`; bad input exits 1 with a single line."""
     setup_logging(smk.log[0] if len(smk.log) else None)
     threads = max(1, int(getattr(smk, "threads", 1) or 1))
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # light rules never import torch
+    if torch is not None:
         torch.set_num_threads(threads)
-    except ImportError:
-        pass
     try:
         main(smk)
     except (InputError, ConfigError) as e:

@@ -4,6 +4,7 @@ read from a file. Every backend produces the rows of `results/instructions/tags_
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -13,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from .config import ConfigError
 from .embedding import embed_texts
@@ -36,13 +36,20 @@ PROMPTS = {
 }
 
 OFFLINE_VERSION = "keyphrase-mmr-v1"
-MAX_CANDIDATES = 80
+MAX_CANDIDATES = 60
 MAX_TAG_CHARS = 100
 INSTRUCTION_WORDS = {
     "given", "following", "task", "definition", "input", "output", "example", "examples", "provided",
     "based", "need", "using", "use", "just", "like", "e", "g", "i", "ie", "eg", "etc",
 }
-STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) | INSTRUCTION_WORDS
+
+
+@functools.lru_cache(maxsize=1)
+def stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # imported lazily: scikit-learn is slow to load
+
+    return frozenset(ENGLISH_STOP_WORDS) | INSTRUCTION_WORDS
+
 
 TAG_SCHEMA = pa.schema(
     [
@@ -210,11 +217,12 @@ def tag_openai(instructions: pd.DataFrame, tagging: dict, cache_dir) -> list[dic
 def keyphrase_candidates(text: str, ngram_max: int, limit: int = MAX_CANDIDATES) -> list[str]:
     """Word n-grams (1..ngram_max) inside runs of content words; the most frequent, then earliest, first."""
     counts: dict[str, int] = {}
+    stop = stop_words()
     # punctuation, line breaks and quotes (an apostrophe not inside a word) end a run of words
     for chunk in re.split(r"[^\w'\s-]|\n|(?<![a-z])'|'(?![a-z])", text.lower()):
         run: list[str] = []
         for word in re.findall(r"[a-z][a-z'-]*[a-z]|[a-z]", chunk) + [""]:
-            if word and word not in STOP_WORDS and len(word) > 1:
+            if word and word not in stop and len(word) > 1:
                 run.append(word)
                 continue
             for n in range(1, ngram_max + 1):
@@ -226,19 +234,35 @@ def keyphrase_candidates(text: str, ngram_max: int, limit: int = MAX_CANDIDATES)
     return ranked[:limit]
 
 
-def mmr_select(doc: np.ndarray, candidates: np.ndarray, k: int, diversity: float) -> list[int]:
-    """Indices of up to k candidates by maximal marginal relevance to `doc` (unit vectors)."""
+def mmr_select(doc: np.ndarray, candidates: np.ndarray, k: int, diversity: float, overlaps: np.ndarray | None = None) -> list[int]:
+    """Indices of up to k candidates by maximal marginal relevance to `doc` (unit vectors).
+
+    `overlaps[i, j]` True means candidate i may not join once j is chosen (e.g. "order" after "reverse order").
+    """
     if len(candidates) == 0:
         return []
     relevance = candidates @ doc
     similarity = candidates @ candidates.T
-    chosen = [int(np.argmax(relevance))]
-    while len(chosen) < min(k, len(candidates)):
-        redundancy = similarity[:, chosen].max(axis=1)
-        score = (1 - diversity) * relevance - diversity * redundancy
-        score[chosen] = -np.inf
-        chosen.append(int(np.argmax(score)))
+    allowed = np.ones(len(candidates), dtype=bool)
+    chosen: list[int] = []
+    while len(chosen) < k and allowed.any():
+        if chosen:
+            score = (1 - diversity) * relevance - diversity * similarity[:, chosen].max(axis=1)
+        else:
+            score = relevance.copy()
+        score[~allowed] = -np.inf
+        best = int(np.argmax(score))
+        chosen.append(best)
+        allowed[best] = False
+        if overlaps is not None:
+            allowed &= ~overlaps[:, best]
     return chosen
+
+
+def phrase_overlaps(phrases: list[str]) -> np.ndarray:
+    """overlaps[i, j]: phrase i is contained in phrase j as whole words, or contains it."""
+    padded = [f" {p} " for p in phrases]
+    return np.array([[a in b or b in a for b in padded] for a in padded], dtype=bool)
 
 
 def tag_offline(instructions: pd.DataFrame, offline: dict, embedding: dict, cache_dir) -> list[dict]:
@@ -255,7 +279,7 @@ def tag_offline(instructions: pd.DataFrame, offline: dict, embedding: dict, cach
             rows.append(_row(instruction_id, text, [], "offline", embedding["model"], OFFLINE_VERSION, status="failed", error="no content words to tag"))
             continue
         vectors = np.stack([phrase_vectors[p] for p in per_text])
-        picked = mmr_select(doc, vectors, int(offline["max_tags"]), float(offline["diversity"]))
+        picked = mmr_select(doc, vectors, int(offline["max_tags"]), float(offline["diversity"]), phrase_overlaps(per_text))
         tags = [
             {"tag": per_text[i], "explanation": f"key phrase of the instruction (cosine {float(vectors[i] @ doc):.2f} to the whole instruction)"}
             for i in picked

@@ -21,7 +21,13 @@ Encoder = Callable[[list[str]], np.ndarray]
 NON_LETTERS = re.compile(r"[\W\d_]+")  # anything that is not a letter
 TAGS_SCHEMA = pa.schema([("instruction_id", pa.string()), ("tags", pa.list_(pa.string()))])
 TAG_MAP_SCHEMA = pa.schema(
-    [("raw", pa.string()), ("normalized", pa.string()), ("canonical", pa.string()), ("count", pa.int64()), ("cluster", pa.int64())]
+    [
+        ("raw", pa.string()),
+        ("normalized", pa.string()),
+        ("canonical", pa.string()),
+        ("count", pa.int64()),
+        ("cluster", pa.int64()),
+    ]
 )
 
 

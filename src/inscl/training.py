@@ -466,14 +466,12 @@ def save_checkpoint(folder, step: int, wrapped, optimizer, state: dict, log_rows
 
     weights = get_model_state_dict(wrapped, options=_state_options(ignore_frozen_params=True))
     optim_state = get_optimizer_state_dict(wrapped, optimizer, options=_state_options())
+    rng = distributed.gather_rng_states(ranks)
     if ranks.is_main:
         folder = Path(folder)
         with atomic_dir(folder / f"step{step:08d}") as tmp:
             save_file({k: v.contiguous() for k, v in weights.items()}, tmp / "trainable.safetensors")
             torch.save(optim_state, tmp / "optimizer.pt")
-            rng = {"torch": torch.get_rng_state()}
-            if torch.cuda.is_available():
-                rng["cuda"] = torch.cuda.get_rng_state_all()
             torch.save(rng, tmp / "rng.pt")
             (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
             write_parquet(pd.DataFrame(log_rows, columns=LOG_COLUMNS), tmp / "log.parquet")
@@ -483,7 +481,7 @@ def save_checkpoint(folder, step: int, wrapped, optimizer, state: dict, log_rows
     distributed.barrier(ranks)
 
 
-def load_checkpoint(path: Path, wrapped, optimizer) -> tuple[dict, list]:
+def load_checkpoint(path: Path, wrapped, optimizer, ranks: distributed.Ranks) -> tuple[dict, list]:
     """Restore a checkpoint in place; returns (state, log rows)."""
     from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import (
@@ -495,10 +493,7 @@ def load_checkpoint(path: Path, wrapped, optimizer) -> tuple[dict, list]:
     options = StateDictOptions(full_state_dict=True, strict=False)
     set_model_state_dict(wrapped, load_file(path / "trainable.safetensors"), options=options)
     set_optimizer_state_dict(wrapped, optimizer, torch.load(path / "optimizer.pt", weights_only=True), options=options)
-    rng = torch.load(path / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    distributed.restore_rng_states(torch.load(path / "rng.pt", weights_only=True), ranks)
     state = json.loads((path / "state.json").read_text())
     rows = pd.read_parquet(path / "log.parquet").to_dict("records")
     return state, rows
@@ -511,8 +506,15 @@ def job_fingerprint(job: TrainJob, examples: list[Example], world_size: int) -> 
         digest.update(np.asarray(example.input_ids, dtype=np.int64).tobytes())
         digest.update(np.asarray(example.labels, dtype=np.int64).tobytes())
     settings = {k: v for k, v in job.training.items() if k not in RESUME_NEUTRAL_KEYS}
-    key = [digest.hexdigest(), settings, job.seed, job.epochs, str(Path(job.previous).resolve()), world_size]
+    key = [digest.hexdigest(), settings, job.seed, job.epochs, folder_signature(job.previous), world_size]
     return content_hash(json.dumps(key, sort_keys=True, default=str))
+
+
+def folder_signature(folder) -> list:
+    """Name, size and modification time of each file: changes when the start model is rebuilt,
+    without reading gigabytes of weights."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    return [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
 # ---------------------------------------------------------------- the loop
@@ -575,6 +577,7 @@ def train(job: TrainJob, ranks: distributed.Ranks | None = None) -> dict:
     causal_lm(model).config.use_cache = False
     model.to(device).train()
     wrapped = wrap_parallel(AnswerLoss(model), ranks, bool(training.get("fsdp")), device)
+    torch.manual_seed(stable_seed(job.seed, "dropout", ranks.rank))  # own dropout masks per rank
     decay = [p for p in wrapped.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in wrapped.parameters() if p.requires_grad and p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -588,7 +591,7 @@ def train(job: TrainJob, ranks: distributed.Ranks | None = None) -> dict:
     if checkpoint is not None:
         saved = json.loads((checkpoint / "state.json").read_text())
         if saved.get("fingerprint") == fingerprint:
-            state, log_rows = load_checkpoint(checkpoint, wrapped, optimizer)
+            state, log_rows = load_checkpoint(checkpoint, wrapped, optimizer, ranks)
             start_step, elapsed_before = state["step"], state["elapsed_s"]
             log.info("resumed from checkpoint %s at step %d of %d", checkpoint, start_step, len(plan.steps))
         else:

@@ -11,6 +11,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import ot
@@ -25,7 +26,7 @@ EMD_OPTIMAL = 1  # POT network simplex result code for an optimal solution
 ESCALATION_FACTOR = 10
 ESCALATIONS = 3
 SINKHORN_STOP = 1e-9
-LOG_DOMAIN_ABOVE = 500.0  # max cost / reg beyond which exp(-cost / reg) underflows: solve in log domain
+KERNEL_UNDERFLOW = 700.0  # exp(-700) is near float64's smallest normal number
 
 
 class ConvergenceError(RuntimeError):
@@ -71,13 +72,16 @@ def _solve_emd(a, b, cost, max_iter):
 
 
 def sinkhorn_method(cost: np.ndarray, reg: float) -> str:
-    """Plain Sinkhorn (fast) unless the Gibbs kernel would underflow, then the log-domain one."""
-    return "sinkhorn" if cost.max(initial=0.0) / reg < LOG_DOMAIN_ABOVE else "sinkhorn_log"
+    """Plain Sinkhorn (fast) unless a whole row or column of the kernel exp(-cost / reg)
+    underflows to zero; then the (much slower) log-domain iteration."""
+    worst = max(cost.min(axis=1).max(), cost.min(axis=0).max())
+    return "sinkhorn" if worst / reg < KERNEL_UNDERFLOW else "sinkhorn_log"
 
 
-def _solve_sinkhorn(a, b, cost, max_iter, reg, method):
+def _solve_sinkhorn(a, b, cost, reg, method, max_iter):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # convergence is checked from the log instead
+        warnings.simplefilter("ignore", RuntimeWarning)  # so is the finiteness of the result
         value, info = ot.sinkhorn2(
             a, b, cost, reg, method=method, numItermax=int(max_iter), stopThr=SINKHORN_STOP, log=True
         )
@@ -95,22 +99,25 @@ def wasserstein(
     solver: str = "emd",
     reg: float = 0.01,
     max_iter: int | None = None,
-    escalations: int = ESCALATIONS,
+    escalations: int | None = None,
 ) -> Transport:
     """W1 between two weighted point sets (rows are embeddings), cost 1 - cosine.
 
     Weights default to uniform and are normalised to sum 1. A solve that hits its iteration cap
-    is repeated with the cap x10, up to `escalations` times, then raises ConvergenceError.
+    is repeated with the cap x10, up to `escalations` times (default 3 for emd, 1 for the
+    costlier Sinkhorn), then raises ConvergenceError.
     """
     a, b = _masses(weights_a, len(x_a)), _masses(weights_b, len(x_b))
     cost = cosine_cost(x_a, x_b)
     if solver == "emd":
         cap = max_iter or default_emd_cap(len(a), len(b))
-        solve = lambda cap: _solve_emd(a, b, cost, cap)  # noqa: E731
+        escalations = ESCALATIONS if escalations is None else escalations
+        solve = partial(_solve_emd, a, b, cost)
     elif solver == "sinkhorn":
         cap = max_iter or 10_000
+        escalations = 1 if escalations is None else escalations
         solver = sinkhorn_method(cost, reg)
-        solve = lambda cap: _solve_sinkhorn(a, b, cost, cap, reg, solver)  # noqa: E731
+        solve = partial(_solve_sinkhorn, a, b, cost, reg, solver)
     else:
         raise ValueError(f"unknown solver {solver!r}")
     start = time.perf_counter()
@@ -121,12 +128,20 @@ def wasserstein(
         if attempt < escalations:
             log.warning("%s did not converge within %d iterations; retrying with %d", solver, cap, cap * ESCALATION_FACTOR)
             cap *= ESCALATION_FACTOR
-    advice = "raise distance.max_iter or use distance.solver: sinkhorn" if solver == "emd" else "raise distance.max_iter or distance.sinkhorn_reg"
-    raise ConvergenceError(f"{solver} did not converge within {cap} iterations ({len(a)} x {len(b)} points); {advice}")
+    advice = "use distance.solver: sinkhorn" if solver == "emd" else "raise distance.sinkhorn_reg"
+    raise ConvergenceError(
+        f"{solver} did not converge within {cap} iterations ({len(a)} x {len(b)} points); "
+        f"raise distance.max_iter or {advice}"
+    )
 
 
 def task_point_sets(
-    instances: pd.DataFrame, embeddings: pd.DataFrame, tasks, weights: str = "proportional", source="embeddings.parquet"
+    instances: pd.DataFrame,
+    embeddings: pd.DataFrame,
+    tasks,
+    weights: str = "proportional",
+    source="embeddings.parquet",
+    instances_source="instances.parquet",
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per task: (instruction embedding matrix, weights) over the instructions of its training
     examples; weights are the example counts (`proportional`) or ones (`uniform`)."""
@@ -139,7 +154,7 @@ def task_point_sets(
     sets = {}
     for task in tasks:
         if task not in counts.index.get_level_values(0):
-            raise InputError("instances.parquet", "task has no training examples", record=task, field="task")
+            raise InputError(instances_source, "task has no training examples", record=task, field="task")
         per_instruction = counts.loc[task]
         missing = ~per_instruction.index.isin(vectors.index)
         if missing.any():
@@ -155,6 +170,7 @@ def task_distances(
     solver: str = "emd",
     reg: float = 0.01,
     max_iter: int | None = None,
+    escalations: int | None = None,
     source="embeddings.parquet",
 ) -> pd.DataFrame:
     """Every ordered pair (task_a, task_b), a != b. W1 is symmetric, so each unordered pair is
@@ -164,7 +180,7 @@ def task_distances(
     for task_a, task_b in tqdm(list(itertools.combinations(tasks, 2)), desc="distances", unit="pair"):
         (x_a, w_a), (x_b, w_b) = point_sets[task_a], point_sets[task_b]
         try:
-            result = wasserstein(x_a, x_b, w_a, w_b, solver=solver, reg=reg, max_iter=max_iter)
+            result = wasserstein(x_a, x_b, w_a, w_b, solver=solver, reg=reg, max_iter=max_iter, escalations=escalations)
         except ConvergenceError as error:
             raise InputError(source, str(error), record=f"{task_a} / {task_b}") from None
         for first, second, n_first, n_second in ((task_a, task_b, len(x_a), len(x_b)), (task_b, task_a, len(x_b), len(x_a))):
@@ -182,6 +198,7 @@ def task_distances(
                     "n_b": n_second,
                 }
             )
-    frame = pd.DataFrame(rows, columns=["task_a", "task_b", "distance", "solver", "converged", "n_iter", "max_iter", "seconds", "n_a", "n_b"])
+    columns = ["task_a", "task_b", "distance", "solver", "converged", "n_iter", "max_iter", "seconds", "n_a", "n_b"]
+    frame = pd.DataFrame(rows, columns=columns)
     frame["n_iter"] = frame["n_iter"].astype("Int64")
     return frame.sort_values(["task_a", "task_b"]).reset_index(drop=True)

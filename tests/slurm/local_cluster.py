@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,6 +38,22 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _system_conf_root() -> Path | None:
+    """Root of the cluster that wrote /etc/slurm/slurm.conf, if this script wrote it."""
+    if not SYSTEM_CONF.exists():
+        return None
+    text = SYSTEM_CONF.read_text(errors="replace")
+    match = re.search(r"^StateSaveLocation=(.+)/state$", text, flags=re.M)
+    return Path(match.group(1)) if MARKER in text and match else None
+
+
+def _command_name(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -64,6 +81,12 @@ class LocalSlurm:
         if SYSTEM_CONF.exists() and MARKER not in SYSTEM_CONF.read_text(errors="replace"):
             raise ClusterError(f"{SYSTEM_CONF} belongs to another SLURM installation; not overwriting it")
 
+    def stop_previous(self) -> None:
+        """Stop a cluster this script brought up earlier with another root."""
+        previous = _system_conf_root()
+        if previous is not None and previous != self.root:
+            LocalSlurm(previous, partition=self.partition).down()
+
     def node_line(self) -> tuple[str, str]:
         """(hostname, node definition) as `slurmd -C` detects this machine."""
         out = subprocess.run(["slurmd", "-C"], capture_output=True, text=True)
@@ -72,6 +95,10 @@ class LocalSlurm:
             raise ClusterError(f"`slurmd -C` failed: {out.stderr.strip() or out.stdout.strip()}")
         definition = first.removeprefix("NodeName=")
         return definition.split()[0], definition
+
+    def memory_mb(self) -> int:
+        """The node's memory as SLURM sees it (RealMemory of `slurmd -C`)."""
+        return int(re.search(r"RealMemory=(\d+)", self.node_line()[1]).group(1))
 
     def render_conf(self) -> str:
         host, definition = self.node_line()
@@ -115,6 +142,7 @@ class LocalSlurm:
 
     def up(self, timeout: float = 90) -> None:
         self.check_prerequisites()
+        self.stop_previous()
         for sub in ("munge", "state", "spool"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         # munged insists that its socket directory be traversable by all, its key private.
@@ -166,11 +194,13 @@ class LocalSlurm:
                 except (ValueError, IndexError):
                     continue
                 self._kill(pid)
-        if SYSTEM_CONF.exists() and MARKER in SYSTEM_CONF.read_text(errors="replace"):
+        if _system_conf_root() == self.root:
             subprocess.run([*self.prefix, "rm", "-f", str(SYSTEM_CONF)], check=False)
 
     def _kill(self, pid: int) -> None:
         own = next((p for p in self.processes.values() if p.pid == pid), None)
+        if own is None and _command_name(pid) not in (*DAEMONS, "sudo"):
+            return  # gone, or the pid now belongs to another program
         if self.prefix:
             subprocess.run([*self.prefix, "kill", "-TERM", str(pid)], capture_output=True)
         else:

@@ -67,3 +67,53 @@ def source_files(wildcards=None):
 
 def needs_example_embeddings():
     return "prototype_data" in METHODS
+
+
+def replay_settings(method):
+    """The replay settings a method reads: changing another method's setting does not rerun it."""
+    replay, settings = config["replay"], {}
+    if method not in ("no_replay", "trace_replay"):
+        settings["replay_per_task"] = replay["replay_per_task"]
+    if method == "trace_replay":
+        settings["trace_fraction"] = replay["trace_fraction"]
+    if method == "prototype_data":
+        settings["prototype_clusters"] = replay["prototype_clusters"]
+    if method in ("inscl", "inscl_insinfo_only"):
+        settings["insinfo_pool"] = config["insinfo"]["pool"]
+    return settings
+
+
+def previous_model(wildcards):
+    """Stage k starts from the model of stage k-1; stage 1 from the base model."""
+    return os.path.join(chain_dir(wildcards.order, wildcards.method, wildcards.seed, int(wildcards.stage) - 1), "model")
+
+
+def task_epoch_slot(wildcards):
+    """(position, order length) of a single-task reference: its place in the first order naming it."""
+    for order in ORDERS.values():
+        if wildcards.task in order:
+            return [order.index(wildcards.task), len(order)]
+    return [0, None]
+
+
+def evaluated_tasks(wildcards):
+    """A single-task reference is scored on its own task; every other model on all tasks."""
+    if wildcards.run.startswith("single_task/"):
+        return [wildcards.run.rsplit("/", 1)[1]]
+    return EXPERIMENT_TASKS
+
+
+def final_runs():
+    return [
+        chain_dir(order, method, seed, len(ORDERS[order])) for order in ORDERS for method in METHODS for seed in SEEDS
+    ]
+
+
+def optional_reports(wildcards):
+    files = {}
+    if config["judge"]["enabled"]:
+        files["judge"] = [f"results/judge/{run.removeprefix('results/runs/')}/verdicts.parquet" for run in final_runs()]
+    if config["general"]["enabled"]:
+        runs = ["base"] + [run.removeprefix("results/runs/") for run in final_runs()]
+        files["general"] = [f"results/general/{run}/results.parquet" for run in runs]
+    return files

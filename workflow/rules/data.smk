@@ -1,6 +1,13 @@
+from importlib.util import find_spec
+
+INGEST_CODE = [find_spec(module).origin for module in ("inscl.data", "inscl.demo")]
+
+
 rule ingest:
     input:
         source_files,
+        # the loaders and the demo generator: editing them regenerates the data
+        code=INGEST_CODE,
     output:
         instances="results/data/instances.parquet",
         tasks="results/data/tasks.parquet",
@@ -9,6 +16,8 @@ rule ingest:
         orders=ORDERS,
     log:
         "logs/ingest.log",
+    conda:
+        "../../envs/inscl.yaml"
     threads: 1
     resources:
         mem_mb=4000,

@@ -1,13 +1,6 @@
 RUN_PATTERN = r"base|multitask/seed\d+|single_task/seed\d+/[^/]+|[^/]+/[^/]+/seed\d+/stage\d+"
 
 
-def evaluated_tasks(wildcards):
-    """A single-task reference is scored on its own task; every other model on all tasks."""
-    if wildcards.run.startswith("single_task/"):
-        return [wildcards.run.rsplit("/", 1)[1]]
-    return EXPERIMENT_TASKS
-
-
 rule predict:
     input:
         model="results/runs/{run}/model",
@@ -31,6 +24,8 @@ rule predict:
         mem_mb=config["training"]["mem_mb"],
         runtime=120,
         gpu=config["evaluation"]["gpus"],
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/predict.py"
 
@@ -52,6 +47,8 @@ rule score:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/score.py"
 
@@ -75,14 +72,10 @@ rule metrics:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/metrics.py"
-
-
-def final_runs():
-    return [
-        chain_dir(order, method, seed, len(ORDERS[order])) for order in ORDERS for method in METHODS for seed in SEEDS
-    ]
 
 
 rule judge:
@@ -102,11 +95,15 @@ rule judge:
         run=RUN_PATTERN,
     log:
         "logs/judge/{run}.log",
+    benchmark:
+        "benchmarks/rules/judge/{run}.tsv"
     threads: config["training"]["threads"]
     resources:
         mem_mb=config["training"]["mem_mb"],
         runtime=240,
         gpu=config["evaluation"]["gpus"],
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/judge.py"
 
@@ -125,10 +122,14 @@ rule general_ability:
         run=RUN_PATTERN,
     log:
         "logs/general/{run}.log",
+    benchmark:
+        "benchmarks/rules/general/{run}.tsv"
     threads: config["training"]["threads"]
     resources:
         mem_mb=config["training"]["mem_mb"],
         runtime=480,
         gpu=config["evaluation"]["gpus"],
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/general_ability.py"

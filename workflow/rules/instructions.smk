@@ -14,6 +14,8 @@ rule embed_instructions:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/embed.py"
 
@@ -34,6 +36,8 @@ rule embed_examples:
     resources:
         mem_mb=8000,
         runtime=120,
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/embed.py"
 
@@ -57,13 +61,20 @@ rule tag:
     resources:
         mem_mb=4000,
         runtime=600,
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/tag.py"
+
+
+import inscl.insinfo
+import inscl.tags
 
 
 rule normalize_tags:
     input:
         "results/instructions/tags_raw.parquet",
+        code=inscl.tags.__file__,
     output:
         tags="results/instructions/tags.parquet",
         mapping="results/instructions/tag_map.parquet",
@@ -73,6 +84,8 @@ rule normalize_tags:
         cache_dir=CACHE,
     log:
         "logs/normalize_tags.log",
+    conda:
+        "../../envs/inscl.yaml"
     threads: 2
     resources:
         mem_mb=4000,
@@ -85,6 +98,7 @@ rule insinfo:
     input:
         tags="results/instructions/tags.parquet",
         instances="results/data/instances.parquet",
+        code=inscl.insinfo.__file__,
     output:
         "results/instructions/insinfo.parquet",
     params:
@@ -92,6 +106,8 @@ rule insinfo:
         orders=ORDERS,
     log:
         "logs/insinfo.log",
+    conda:
+        "../../envs/inscl.yaml"
     threads: 1
     resources:
         mem_mb=2000,

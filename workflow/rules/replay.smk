@@ -1,7 +1,13 @@
+import inscl.replay
+import inscl.replay_summary
+import inscl.transport
+
+
 rule distances:
     input:
         embeddings="results/instructions/embeddings.parquet",
         instances="results/data/instances.parquet",
+        code=inscl.transport.__file__,
     output:
         "results/replay/distances.parquet",
     params:
@@ -11,6 +17,8 @@ rule distances:
         "logs/distances.log",
     benchmark:
         "benchmarks/rules/distances.tsv"
+    conda:
+        "../../envs/inscl.yaml"
     threads: 2
     resources:
         mem_mb=4000,
@@ -25,16 +33,19 @@ rule replay:
         insinfo="results/instructions/insinfo.parquet",
         distances="results/replay/distances.parquet",
         embeddings="results/instructions/embeddings.parquet",
-        example_embeddings=(
-            ["results/instructions/example_embeddings.parquet"] if needs_example_embeddings() else []
+        example_embeddings=lambda wildcards: (
+            ["results/instructions/example_embeddings.parquet"] if wildcards.method == "prototype_data" else []
         ),
+        code=inscl.replay.__file__,
     output:
         directory("results/replay/{order}/{method}/seed{seed}"),
     params:
-        replay=config["replay"],
+        settings=lambda wildcards: replay_settings(wildcards.method),
         tasks=lambda wildcards: ORDERS[wildcards.order],
     log:
         "logs/replay/{order}/{method}/seed{seed}.log",
+    conda:
+        "../../envs/inscl.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -46,9 +57,10 @@ rule replay:
 rule replay_summary:
     input:
         replay=lambda wildcards: expand(
-            "results/replay/{{order}}/{method}/seed{seed}", method=METHODS, seed=SEEDS
+            "results/replay/{order}/{method}/seed{seed}", order=wildcards.order, method=METHODS, seed=SEEDS
         ),
         distances="results/replay/distances.parquet",
+        code=inscl.replay_summary.__file__,
     output:
         table="results/replay/{order}/composition.parquet",
         composition=report(
@@ -63,6 +75,8 @@ rule replay_summary:
         tasks=lambda wildcards: ORDERS[wildcards.order],
     log:
         "logs/replay/{order}/summary.log",
+    conda:
+        "../../envs/inscl.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,13 +1,3 @@
-def optional_reports(wildcards):
-    files = {}
-    if config["judge"]["enabled"]:
-        files["judge"] = [f"results/judge/{run.removeprefix('results/runs/')}/verdicts.parquet" for run in final_runs()]
-    if config["general"]["enabled"]:
-        runs = ["base"] + [run.removeprefix("results/runs/") for run in final_runs()]
-        files["general"] = [f"results/general/{run}/results.parquet" for run in runs]
-    return files
-
-
 rule report:
     input:
         unpack(optional_reports),
@@ -37,5 +27,7 @@ rule report:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/report.py"

@@ -1,16 +1,3 @@
-def previous_model(wildcards):
-    """Stage k starts from the model of stage k-1; stage 1 from the base model."""
-    return chain_dir(wildcards.order, wildcards.method, wildcards.seed, int(wildcards.stage) - 1) + "/model"
-
-
-def task_epoch_slot(wildcards):
-    """(position, order length) of a single-task reference: its place in the first order naming it."""
-    for order in ORDERS.values():
-        if wildcards.task in order:
-            return [order.index(wildcards.task), len(order)]
-    return [0, None]
-
-
 TRAIN_RESOURCES = dict(
     mem_mb=config["training"]["mem_mb"],
     runtime=config["training"]["runtime"],
@@ -31,6 +18,8 @@ rule base_model:
     resources:
         mem_mb=config["training"]["mem_mb"],
         runtime=60,
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/base_model.py"
 
@@ -58,6 +47,8 @@ rule train_stage:
     threads: config["training"]["threads"]
     resources:
         **TRAIN_RESOURCES,
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/train.py"
 
@@ -84,6 +75,8 @@ rule train_multitask:
     threads: config["training"]["threads"]
     resources:
         **TRAIN_RESOURCES,
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/train.py"
 
@@ -110,5 +103,7 @@ rule train_single_task:
     threads: config["training"]["threads"]
     resources:
         **TRAIN_RESOURCES,
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/train.py"

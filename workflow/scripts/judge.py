@@ -20,7 +20,7 @@ def main(smk):
     summary = summarize_verdicts(verdicts).set_index("set")
     for name, row in summary.iterrows():
         print(f"{name}: win {row.win_rate:.1f}% tie {row.tie_rate:.1f}% lose {row.lose_rate:.1f}% "
-              f"(delta {row.delta:+.1f}, n={row.n})")
+              f"(delta {row.delta:+.1f}, n={int(row.n)})")
 
 
 run_rule(snakemake, main)  # noqa: F821

@@ -1,7 +1,7 @@
 """The demo workflow submitted through profiles/slurm to a real one-node SLURM cluster on this machine.
 
-Needs Debian's slurm-wlm and munge (apt-get install -y slurm-wlm munge) and root or passwordless
-sudo. When the cluster cannot come up the test fails and says why; it never skips.
+Needs Debian's slurm-wlm and munge (apt-get install -y slurm-wlm munge) and root. When the
+cluster cannot come up the test fails and says why; it never skips.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ CPUs and memory from `slurmd -C`, so it fits whatever machine runs it.
 
 The config goes to /etc/slurm/slurm.conf because job steps started by the Snakemake
 jobstep plugin drop SLURM_CONF from their environment; an existing foreign slurm.conf is
-never overwritten. Daemons run as root (directly, or through `sudo -n`).
+never overwritten. The daemons need root: slurmd starts each job as the user who submitted it.
 
 Command line: python tests/slurm/local_cluster.py up|down [--root DIR] [--partition NAME]
 """
@@ -68,7 +68,6 @@ class LocalSlurm:
         self.partition = partition
         self.min_job_age = min_job_age
         self.munge_socket = self.root / "munge" / "munge.socket"
-        self.prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
         self.processes: dict[str, subprocess.Popen] = {}
 
     # -- bring-up -----------------------------------------------------------------
@@ -76,8 +75,8 @@ class LocalSlurm:
         missing = [tool for tool in (*DAEMONS, "mungekey", "sbatch", "squeue", "scontrol") if not shutil.which(tool)]
         if missing:
             raise ClusterError(f"missing {', '.join(missing)}: install them with `{INSTALL_HINT}`")
-        if self.prefix and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode != 0:
-            raise ClusterError("the SLURM daemons need root: run as root or with passwordless sudo")
+        if os.geteuid() != 0:
+            raise ClusterError("the SLURM daemons need root (slurmd starts jobs as their user): run the test as root")
         if SYSTEM_CONF.exists() and MARKER not in SYSTEM_CONF.read_text(errors="replace"):
             raise ClusterError(f"{SYSTEM_CONF} belongs to another SLURM installation; not overwriting it")
 
@@ -117,25 +116,23 @@ class LocalSlurm:
             text = text.replace(key, value)
         return text
 
-    def _write_root_file(self, path: Path, text: str) -> None:
-        if self.prefix:
-            subprocess.run([*self.prefix, "tee", str(path)], input=text, text=True, check=True, capture_output=True)
-        else:
-            path.write_text(text)
-
     def _start(self, name: str, argv: list[str]) -> None:
-        log = open(self.root / f"{name}.out", "w")
-        process = subprocess.Popen([*self.prefix, *argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.root / f"{name}.out", "w") as log:
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[name] = process
         (self.root / f"{name}.launcher.pid").write_text(str(process.pid))
 
-    def _wait(self, what: str, check, timeout: float, log: Path) -> None:
+    def _wait(self, name: str, check, timeout: float, log: Path) -> None:
+        """Wait until `check()` holds; fail at once if the daemon `name` exits."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if check():
                 return
+            if self.processes[name].poll() is not None:
+                raise ClusterError(f"{name} exited with status {self.processes[name].returncode}; "
+                                   f"last lines of {log}:\n{_tail(log)}\n{_tail(self.root / f'{name}.out')}")
             time.sleep(0.5)
-        raise ClusterError(f"{what} did not come up within {timeout:.0f} s; last lines of {log}:\n{_tail(log)}")
+        raise ClusterError(f"{name} did not come up within {timeout:.0f} s; last lines of {log}:\n{_tail(log)}")
 
     def _ok(self, argv: list[str]) -> subprocess.CompletedProcess:
         return subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -150,7 +147,7 @@ class LocalSlurm:
         (self.root / "munge").chmod(0o755)
         key = self.root / "munge" / "munge.key"
         if not key.exists():
-            subprocess.run([*self.prefix, "mungekey", "-c", "-k", str(key)], check=True, capture_output=True)
+            subprocess.run(["mungekey", "-c", "-k", str(key)], check=True, capture_output=True)
         munge_dir = self.root / "munge"
         self._start(
             "munged",
@@ -161,18 +158,18 @@ class LocalSlurm:
         self._wait(
             "munged",
             lambda: self._ok(["munge", "-n", "-S", str(self.munge_socket)]).returncode == 0,
-            timeout, self.root / "munged.out",
+            timeout, munge_dir / "munged.log",
         )
         conf = self.render_conf()
         (self.root / "slurm.conf").write_text(conf)
         SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
-        self._write_root_file(SYSTEM_CONF, conf)
+        SYSTEM_CONF.write_text(conf)
         self._start("slurmctld", ["slurmctld", "-D", "-i", "-f", str(SYSTEM_CONF)])
         self._wait(
             "slurmctld", lambda: "is UP" in self._ok(["scontrol", "ping"]).stdout, timeout, self.root / "slurmctld.log"
         )
         self._start("slurmd", ["slurmd", "-D", "-f", str(SYSTEM_CONF)])
-        self._wait("slurmd (node idle)", self.node_idle, timeout, self.root / "slurmd.log")
+        self._wait("slurmd", self.node_idle, timeout, self.root / "slurmd.log")
 
     def node_idle(self) -> bool:
         out = self._ok(["sinfo", "-h", "-N", "-p", self.partition, "-o", "%T"])
@@ -195,19 +192,16 @@ class LocalSlurm:
                     continue
                 self._kill(pid)
         if _system_conf_root() == self.root:
-            subprocess.run([*self.prefix, "rm", "-f", str(SYSTEM_CONF)], check=False)
+            SYSTEM_CONF.unlink()
 
     def _kill(self, pid: int) -> None:
         own = next((p for p in self.processes.values() if p.pid == pid), None)
-        if own is None and _command_name(pid) not in (*DAEMONS, "sudo"):
+        if own is None and _command_name(pid) not in DAEMONS:
             return  # gone, or the pid now belongs to another program
-        if self.prefix:
-            subprocess.run([*self.prefix, "kill", "-TERM", str(pid)], capture_output=True)
-        else:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
         if own is not None:
             try:
                 own.wait(timeout=15)
@@ -221,8 +215,6 @@ class LocalSlurm:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 return
-            except PermissionError:
-                pass
             time.sleep(0.2)
 
 

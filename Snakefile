@@ -12,7 +12,11 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 from inscl.config import ConfigError, validate_config
 
 
-configfile: "config.yaml"
+# The embedded demo, unless --configfile names an experiment (configs are merged, not replaced).
+if not workflow.configfiles:
+
+    configfile: "config.yaml"
+
 
 
 try:

@@ -1,6 +1,7 @@
 # Paths, wildcard constraints and input functions shared by the rule files.
 import glob
 import os
+from importlib.util import find_spec
 
 ORDERS = config["orders"]
 SEEDS = config["seeds"]
@@ -117,3 +118,8 @@ def optional_reports(wildcards):
         runs = ["base"] + [run.removeprefix("results/runs/") for run in final_runs()]
         files["general"] = [f"results/general/{run}/results.parquet" for run in runs]
     return files
+
+
+def module_file(name):
+    """Source file of a package module, found without importing it (keeps start-up fast)."""
+    return find_spec(name).origin

@@ -1,6 +1,4 @@
-from importlib.util import find_spec
-
-INGEST_CODE = [find_spec(module).origin for module in ("inscl.data", "inscl.demo")]
+INGEST_CODE = [module_file(module) for module in ("inscl.data", "inscl.demo")]
 
 
 rule ingest:

@@ -67,14 +67,12 @@ rule tag:
         "../scripts/tag.py"
 
 
-import inscl.insinfo
-import inscl.tags
 
 
 rule normalize_tags:
     input:
         "results/instructions/tags_raw.parquet",
-        code=inscl.tags.__file__,
+        code=module_file("inscl.tags"),
     output:
         tags="results/instructions/tags.parquet",
         mapping="results/instructions/tag_map.parquet",
@@ -98,7 +96,7 @@ rule insinfo:
     input:
         tags="results/instructions/tags.parquet",
         instances="results/data/instances.parquet",
-        code=inscl.insinfo.__file__,
+        code=module_file("inscl.insinfo"),
     output:
         "results/instructions/insinfo.parquet",
     params:

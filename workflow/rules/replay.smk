@@ -1,13 +1,8 @@
-import inscl.replay
-import inscl.replay_summary
-import inscl.transport
-
-
 rule distances:
     input:
         embeddings="results/instructions/embeddings.parquet",
         instances="results/data/instances.parquet",
-        code=inscl.transport.__file__,
+        code=module_file("inscl.transport"),
     output:
         "results/replay/distances.parquet",
     params:
@@ -36,7 +31,7 @@ rule replay:
         example_embeddings=lambda wildcards: (
             ["results/instructions/example_embeddings.parquet"] if wildcards.method == "prototype_data" else []
         ),
-        code=inscl.replay.__file__,
+        code=module_file("inscl.replay"),
     output:
         directory("results/replay/{order}/{method}/seed{seed}"),
     params:
@@ -60,7 +55,7 @@ rule replay_summary:
             "results/replay/{order}/{method}/seed{seed}", order=wildcards.order, method=METHODS, seed=SEEDS
         ),
         distances="results/replay/distances.parquet",
-        code=inscl.replay_summary.__file__,
+        code=module_file("inscl.replay_summary"),
     output:
         table="results/replay/{order}/composition.parquet",
         composition=report(

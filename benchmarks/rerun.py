@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+from dag import ENV, SNAKEMAKE, timed  # benchmarks/ is on sys.path when run as a script
 REPORT = "results/report/index.html"
 # Artifacts of the default workflow, upstream first (docs/artifacts.md).
 ARTIFACTS = [
@@ -36,17 +33,6 @@ ARTIFACTS = [
     "results/metrics/score_matrix.parquet",
     REPORT,
 ]
-
-
-def timed(argv: list[str], cwd: Path) -> tuple[float, float, str]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=ENV)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed:\n{(result.stdout + result.stderr)[-3000:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), result.stdout + result.stderr
 
 
 def targets(workdir: Path) -> list[str]:

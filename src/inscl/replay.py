@@ -11,18 +11,14 @@ vectorised over numpy arrays (no list scans), so SuperNI-sized pools take millis
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .io import InputError, stable_seed
+from .io import InputError, atomic_dir, stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -582,17 +578,8 @@ def stage_schema(instance_schema: pa.Schema) -> pa.Schema:
 def write_replay(frames: list[pd.DataFrame], directory, instance_schema: pa.Schema) -> None:
     """Write stage1.parquet ... stageT.parquet into `directory`, all or nothing: the files are
     written into a temporary sibling folder that then replaces `directory`."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     schema = stage_schema(instance_schema)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         for stage, frame in enumerate(frames, start=1):
             table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
             pq.write_table(table, tmp / f"stage{stage}.parquet")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)

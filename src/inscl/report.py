@@ -8,10 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import plots
-from .io import InputError, atomic_path
+from .io import InputError, atomic_dir, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -574,22 +571,10 @@ def write_report(
 ) -> None:
     """Write index.html and the plots folder; a failure leaves neither half-written."""
     page, figures = build_report(inputs, orders, methods, tasks)
-    plots_dir = Path(plots_dir)
-    plots_dir.parent.mkdir(parents=True, exist_ok=True)
-    umask = os.umask(0)
-    os.umask(umask)
-    staging = Path(tempfile.mkdtemp(prefix=f".{plots_dir.name}.", dir=plots_dir.parent))
-    try:
-        staging.chmod(0o777 & ~umask)  # mkdtemp/mkstemp create private files; the report is meant to be shared
+    # The page and the plots folder are each replaced atomically.
+    with atomic_dir(plots_dir) as staging:
         for name, png in figures.items():
             (staging / name).write_bytes(png)
         with atomic_path(html_path, ".html") as tmp:
             tmp.write_text(page, encoding="utf-8")
-            tmp.chmod(0o666 & ~umask)
-            if plots_dir.exists():
-                shutil.rmtree(plots_dir)
-            os.replace(staging, plots_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     log.info("wrote %s (%d figures, %.0f kB)", html_path, len(figures), len(page) / 1024)

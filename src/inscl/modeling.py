@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
-from .io import InputError
+from .io import InputError, atomic_dir
 from .prompts import build_prompt
 
 log = logging.getLogger(__name__)
@@ -150,28 +149,6 @@ def build_base_model(model_cfg: dict, instances, out_dir) -> None:
             )
             (tmp / BASE_REFERENCE).write_text(json.dumps(reference, indent=2) + "\n")
             log.info("base model %s -> %s (referenced, not copied)", reference["source"], reference["path"])
-
-
-class atomic_dir:
-    """Build a folder under a temporary name and move it into place only on success."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.parent / f".{self.path.name}.tmp{os.getpid()}"
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir()
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            os.replace(self.tmp, self.path)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        return False
 
 
 def resolve_model_path(model_dir) -> str:

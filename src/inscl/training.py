@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed
-from .io import InputError, content_hash, stable_seed, write_parquet
-from .modeling import atomic_dir, has_tokenizer, is_adapter, load_causal_lm, load_tokenizer, resolve_model_path
+from .io import InputError, atomic_dir, content_hash, stable_seed, write_parquet
+from .modeling import has_tokenizer, is_adapter, load_causal_lm, load_tokenizer, resolve_model_path
 from .prompts import build_prompt
 
 log = logging.getLogger(__name__)

@@ -2,28 +2,30 @@
 import os
 import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 # The package of this checkout, also when Snakemake runs outside the project's environment.
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
-from inscl.config import ConfigError, validate_config
+from inscl.core.config import ConfigError, validate_config
 
 
-# The embedded demo, unless --configfile names an experiment (configs are merged, not replaced).
+# The embedded demo, unless --configfile names an experiment (which then replaces it).
 if not workflow.configfiles:
 
     configfile: "config.yaml"
 
 
-
 try:
-    config.update(validate_config(dict(config), source=", ".join(map(str, workflow.configfiles)) or "config"))
+    config.update(
+        validate_config(
+            dict(config), source=", ".join(map(str, workflow.configfiles)) or "config"
+        )
+    )
 except ConfigError as error:
     sys.exit(f"inscl: {error}")
-validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"

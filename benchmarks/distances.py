@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import ot
 
-from inscl.transport import cosine_cost, task_distances, wasserstein
+from inscl.replay.distances import cosine_cost, task_distances, wasserstein
 
 
 def clustered_sets(n_sets: int, n_points: int, dim: int, seed: int):

@@ -17,7 +17,7 @@ import pandas as pd
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from inscl import embedding  # noqa: E402
-from inscl.io import content_hash, stable_seed  # noqa: E402
+from inscl.core.hashing import content_hash, stable_seed  # noqa: E402
 
 WORDS = (
     "task given sentence question answer classify generate summarize translate review label article "

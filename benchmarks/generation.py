@@ -15,9 +15,10 @@ import time
 
 import torch
 
-from inscl.generation import GenerationSettings, generate_ids
-from inscl.modeling import build_tiny_model, inference_dtype, load_for_inference, pick_device, train_tokenizer
-from inscl.prompts import build_prompt, encode_prompt
+from inscl.evaluation.generate import GenerationSettings, generate_ids
+from inscl.training.base_model import build_tiny_model, train_tokenizer
+from inscl.training.models import inference_dtype, load_for_inference, pick_device
+from inscl.core.prompts import build_prompt, encode_prompt
 
 WORDS = ("the model reads a short review and decides whether it is positive negative or neutral about the film "
          "plot acting music numbers add subtract reverse letters sort words topic sports politics science").split()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from inscl.data import assign_splits, ingest
-from inscl.io import stable_seed
+from inscl.data.ingest import assign_splits, ingest
+from inscl.core.hashing import stable_seed
 
 
 def write_tasks(root: Path, n_tasks: int, per_task: int) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from inscl.replay import ReplayData, ReplaySettings, replay_order, write_replay
+from inscl.replay.select_replay import ReplayData, ReplaySettings, replay_order, write_replay
 
 INSTANCE_SCHEMA = pa.schema(
     [(name, pa.string()) for name in ("task", "split", "instance_id", "instruction_id", "instruction", "input")]

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from inscl.io import content_hash
-from inscl.tagging import tag_instructions
+from inscl.core.hashing import content_hash
+from inscl.instructions.tag import tag_instructions
 
 SERVER = Path(__file__).resolve().parents[1] / "tests" / "openai_server.py"
 

@@ -34,7 +34,7 @@ ONE_B = {"layers": 22, "hidden_size": 2048, "heads": 32, "intermediate_size": 56
 
 
 def benchmark_rows() -> pd.DataFrame:
-    from inscl.demo import generate_demo
+    from inscl.data.demo import generate_demo
 
     rows = pd.DataFrame(generate_demo(0, 240, 1))
     rows = rows[rows["split"] == "train"].assign(instance_id=lambda d: d["task"] + "-" + d["index"].astype(str))
@@ -60,7 +60,7 @@ def peak_bf16_flops(device_name: str) -> float | None:
 
 
 def build_model(tiny: dict, rows: pd.DataFrame, folder: Path):
-    from inscl.modeling import build_base_model
+    from inscl.training.base_model import build_base_model
 
     instances = rows.assign(output=rows["answer"].map(lambda a: [a]))
     build_base_model({"base": "tiny", "trust_remote_code": False, "tiny": tiny}, instances, folder)
@@ -68,8 +68,10 @@ def build_model(tiny: dict, rows: pd.DataFrame, folder: Path):
 
 def run_one(args) -> dict:
     """One configuration, in this process: returns throughput and memory figures."""
-    from inscl.modeling import load_tokenizer
-    from inscl.training import AnswerLoss, autocast_dtype, collate, count_parameters, encode_examples, load_trainable, plan_training
+    from inscl.training.batching import collate, plan_training
+    from inscl.training.examples import encode_examples
+    from inscl.training.loss import AnswerLoss
+    from inscl.training.models import autocast_dtype, count_parameters, load_tokenizer, load_trainable
 
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

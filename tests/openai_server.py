@@ -16,7 +16,8 @@ pluggable `responder(messages, body) -> str`. Faults are injected per request wi
 
 Every request is recorded (`requests`, `count(...)`), as is the most chat requests in flight at once
 (`max_in_flight`); GET /_stats reports these counts to another process. `latency_s` adds a delay
-to each chat answer.
+to each chat answer. `hold_after(n)` lets the next n chat requests through and holds the later
+ones unanswered until `release()`, so a test can stop a client at an exact point.
 Run standalone: `python tests/openai_server.py --port 8000 --latency 0.1`.
 """
 from __future__ import annotations
@@ -88,6 +89,9 @@ class OpenAIServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
+        self._gate = threading.Condition(self._lock)
+        self._chat_arrivals = 0
+        self._answer_limit: int | None = None
         self._ids = itertools.count(1)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
@@ -108,6 +112,7 @@ class OpenAIServer:
         return self
 
     def stop(self) -> None:
+        self.release()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -124,6 +129,16 @@ class OpenAIServer:
             raise ValueError(f"unknown fault {kind!r}; known: {sorted(FAULTS)}")
         with self._lock:
             self._faults.append(Fault(kind, times, match, retry_after, hang_s))
+
+    def hold_after(self, n: int) -> None:
+        """Answer the next `n` chat requests; hold the later ones until `release()`."""
+        with self._gate:
+            self._answer_limit = self._chat_arrivals + n
+
+    def release(self) -> None:
+        with self._gate:
+            self._answer_limit = None
+            self._gate.notify_all()
 
     def reset(self) -> None:
         with self._lock:
@@ -273,7 +288,10 @@ class OpenAIServer:
                     body = json.loads(data or b"{}")
                     record = RequestRecord("POST", path, 0, body.get("messages", []))  # status 0 until answered
                     server._record(record)
-                    with server._lock:
+                    with server._gate:
+                        server._chat_arrivals += 1
+                        arrival = server._chat_arrivals
+                        server._gate.wait_for(lambda: server._answer_limit is None or arrival <= server._answer_limit)
                         server.in_flight += 1
                         server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     try:

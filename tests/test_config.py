@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inscl.config import ConfigError, fill_defaults, load_config, load_schema, validate_config
+from inscl.core.config import ConfigError, fill_defaults, load_config, load_schema, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

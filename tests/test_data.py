@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inscl.config import validate_config
-from inscl.data import INSTANCE_COLUMNS, TASK_COLUMNS, ingest, split_instruction
-from inscl.io import InputError, content_hash
+from inscl.core.config import validate_config
+from inscl.core import artifacts
+from inscl.data.ingest import ingest, split_instruction
+from inscl.core.io import InputError
+from inscl.core.hashing import content_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "data"
@@ -48,24 +50,13 @@ def edit_json(path: Path, change) -> None:
     path.write_text(json.dumps(doc))
 
 
-def artifact_columns(artifact: str) -> list[str]:
-    """Column names of an artifact as docs/artifacts.md lists them."""
-    for line in (ROOT / "docs" / "artifacts.md").read_text().splitlines():
-        if line.startswith(f"| `{artifact}`"):
-            cell = line.split("|")[3]
-            return [c.strip() for c in re.sub(r"\([^)]*\)", "", cell).split(",")]
-    raise AssertionError(f"{artifact} not in docs/artifacts.md")
-
-
 # ---------------------------------------------------------------- SuperNI
 
 
 def test_columns_match_the_artifact_contract():
-    assert INSTANCE_COLUMNS == artifact_columns("results/data/instances.parquet")
-    assert TASK_COLUMNS == artifact_columns("results/data/tasks.parquet")
     instances, tasks = ingest(data(superni()))
-    assert list(instances.columns) == INSTANCE_COLUMNS
-    assert list(tasks.columns) == TASK_COLUMNS
+    assert list(instances.columns) == artifacts.columns("instances")
+    assert list(tasks.columns) == artifacts.columns("tasks")
 
 
 def test_superni_groups_by_names_and_categories():

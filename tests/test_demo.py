@@ -3,9 +3,10 @@ import collections
 import pandas as pd
 import pytest
 
-from inscl.data import ingest
-from inscl.demo import DEMO_TASKS, generate_demo
-from inscl.io import InputError, write_parquet
+from inscl.data.ingest import ingest
+from inscl.data.demo import DEMO_TASKS, generate_demo
+from inscl.core import artifacts
+from inscl.core.io import InputError
 
 DEMO_ORDER = ["sentiment", "addition", "reverse", "topic", "compare", "sort_letters"]
 
@@ -82,8 +83,8 @@ def test_same_seed_gives_identical_parquet_bytes(tmp_path):
     first, _ = demo_frame(seed=3, n_train=40, n_test=10)
     second, _ = demo_frame(seed=3, n_train=40, n_test=10)
     pd.testing.assert_frame_equal(first, second)
-    write_parquet(first, tmp_path / "a.parquet")
-    write_parquet(second, tmp_path / "b.parquet")
+    artifacts.write(first, "instances", tmp_path / "a.parquet")
+    artifacts.write(second, "instances", tmp_path / "b.parquet")
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
 
 

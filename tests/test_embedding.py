@@ -1,4 +1,4 @@
-"""inscl.embedding with the real bundled all-MiniLM-L6-v2 model."""
+"""inscl.instructions.embed with the real bundled all-MiniLM-L6-v2 model."""
 import json
 import threading
 from pathlib import Path
@@ -8,9 +8,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from inscl import embedding
-from inscl.config import ConfigError
-from inscl.embedding import (
+from inscl.core import artifacts
+from inscl.instructions import embed as embedding
+from inscl.core.config import ConfigError
+from inscl.instructions.embed import (
     embed_examples,
     embed_instructions,
     embed_texts,
@@ -18,9 +19,9 @@ from inscl.embedding import (
     load_model,
     unique_instructions,
     vectors_from_frame,
-    write_table,
 )
-from inscl.io import InputError, content_hash
+from inscl.core.io import InputError
+from inscl.core.hashing import content_hash
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -152,7 +153,7 @@ def test_instruction_artifact_has_one_normalised_row_per_instruction(tmp_path):
     table = embed_instructions(frame, CONFIG, tmp_path / "cache")
     assert table.column_names == ["instruction_id", "text", "model", "vector"]
     assert table.schema.field("vector").type == pa.list_(pa.float32())
-    write_table(table, tmp_path / "embeddings.parquet")
+    artifacts.write(table, "embeddings", tmp_path / "embeddings.parquet")
     back = pd.read_parquet(tmp_path / "embeddings.parquet")
     assert len(back) == frame["instruction_id"].nunique() == 5
     assert list(back["instruction_id"]) == sorted(back["instruction_id"])

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fixtures.eval.tiny_lm import train_memorizer
-from inscl.general import general_delta, harness_model_args, primary_metric, results_table, run_harness
-from inscl.io import InputError
+from inscl.evaluation.general_ability import general_delta, harness_model_args, primary_metric, results_table, run_harness
+from inscl.core.io import InputError
 
 HARNESS_TASKS = Path(__file__).parent / "fixtures" / "eval" / "harness"
 MODEL_CFG = {"trust_remote_code": False}

@@ -3,11 +3,12 @@ import pytest
 import torch
 
 from fixtures.eval.tiny_lm import EXAMPLES, TINY, instances_frame, train_memorizer
-from inscl.generation import GenerationSettings, fit_to_context, generate_ids, generate_texts, predict, select_test_rows
-from inscl.io import InputError
-from inscl.modeling import build_tiny_model, load_for_inference, train_tokenizer
-from inscl.prompts import build_prompt, encode_prompt
-from inscl.scoring import score_predictions
+from inscl.evaluation.generate import GenerationSettings, fit_to_context, generate_ids, generate_texts, predict, select_test_rows
+from inscl.core.io import InputError
+from inscl.training.base_model import build_tiny_model, train_tokenizer
+from inscl.training.models import load_for_inference
+from inscl.core.prompts import build_prompt, encode_prompt
+from inscl.evaluation.score import score_predictions
 
 TASKS = ["sentiment", "addition", "reverse"]
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from inscl.data import INSTANCE_COLUMNS, TASK_COLUMNS
+from inscl.core import artifacts
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "data"
@@ -42,7 +42,7 @@ def test_demo_config_through_snakemake_then_nothing_to_do(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     instances = pd.read_parquet(tmp_path / TARGETS[0])
     tasks = pd.read_parquet(tmp_path / TARGETS[1])
-    assert list(instances.columns) == INSTANCE_COLUMNS and list(tasks.columns) == TASK_COLUMNS
+    assert list(instances.columns) == artifacts.columns("instances") and list(tasks.columns) == artifacts.columns("tasks")
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     assert list(tasks["task"]) == config["orders"]["demo"]
     assert (tasks["n_instructions"] >= 5).all() and (tasks["n_train"] >= 200).all() and (tasks["n_test"] >= 50).all()
@@ -92,9 +92,12 @@ def test_bad_data_fails_the_rule_with_one_line_and_no_parquet(tmp_path):
 def run_ingest_script(workdir: Path, data: dict, orders: dict):
     """Run workflow/scripts/ingest.py as Snakemake's `script:` does, with the rule's inputs and outputs."""
     rule = SimpleNamespace(
+        rule="ingest",
+        config={"data": data, "orders": orders},
         input=[],
         output=SimpleNamespace(instances=str(workdir / TARGETS[0]), tasks=str(workdir / TARGETS[1])),
-        params=SimpleNamespace(data=data, orders=orders),
+        params=SimpleNamespace(settings={"data": data}),
+        resources={},
         log=[str(workdir / "logs" / "ingest.log")],
         threads=1,
         wildcards=SimpleNamespace(),

@@ -3,8 +3,8 @@ import math
 import pandas as pd
 import pytest
 
-from inscl.insinfo import compute_insinfo, insinfo_scores
-from inscl.io import InputError
+from inscl.instructions.insinfo import compute_insinfo, insinfo_scores
+from inscl.core.io import InputError
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -50,7 +50,7 @@ def test_rarer_and_more_tags_both_raise_insinfo():
 
 
 def test_experiment_pool_counts_distinct_training_instructions_of_the_order_tasks():
-    result = compute_insinfo(TAGS, INSTANCES, {"o": ["t1", "t2"]}, pool="experiment")
+    result = compute_insinfo(TAGS, INSTANCES, ["t1", "t2"], {}, pool="experiment")
     # pool = {i1, i2, i3, i4} (i5 is test-only in t2 and t3 is not in an order): N = 4
     # f_a = 2 (i1, i2; i2's duplicate tag counts once), f_b = 2, f_c = 1
     got = {(r.task, r.instruction_id): (r.n_tags, r.insinfo) for r in result.itertuples()}
@@ -66,7 +66,7 @@ def test_experiment_pool_counts_distinct_training_instructions_of_the_order_task
 
 
 def test_cumulative_pool_per_order_and_stage(tmp_path):
-    result = compute_insinfo(TAGS, INSTANCES, {"fwd": ["t1", "t2"], "rev": ["t2", "t1"]}, pool="cumulative")
+    result = compute_insinfo(TAGS, INSTANCES, ["t1", "t2"], {"fwd": ["t1", "t2"], "rev": ["t2", "t1"]}, pool="cumulative")
     key = {(r.order, r.stage, r.task, r.instruction_id): r.insinfo for r in result.itertuples()}
     # fwd stage 1: pool {i1, i2}, N = 2, f_a = 2, f_b = 1
     assert key[("fwd", 1, "t1", "i1")] == pytest.approx(LN2)
@@ -86,6 +86,6 @@ def test_cumulative_pool_per_order_and_stage(tmp_path):
 
 def test_missing_tags_row_and_missing_task_are_input_errors():
     with pytest.raises(InputError, match=r"tags.parquet: record i3: instruction has no tags row"):
-        compute_insinfo(TAGS[TAGS["instruction_id"] != "i3"], INSTANCES, {"o": ["t1", "t2"]})
+        compute_insinfo(TAGS[TAGS["instruction_id"] != "i3"], INSTANCES, ["t1", "t2"], {})
     with pytest.raises(InputError, match=r"instances.parquet: record t9: field 'task': task has no training examples"):
-        compute_insinfo(TAGS, INSTANCES, {"o": ["t1", "t9"]})
+        compute_insinfo(TAGS, INSTANCES, ["t1", "t9"], {})

@@ -1,9 +1,8 @@
-import os
 
-import pandas as pd
 import pytest
 
-from inscl.io import InputError, atomic_path, content_hash, read_json, stable_seed, write_parquet
+from inscl.core.io import InputError, atomic_path, read_json
+from inscl.core.hashing import content_hash, stable_seed
 
 
 def test_input_error_is_one_line_naming_file_record_field():
@@ -33,14 +32,6 @@ def test_failed_write_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_write_parquet_round_trip(tmp_path):
-    frame = pd.DataFrame({"task": ["a", "b"], "output": [["x"], ["y", "z"]]})
-    write_parquet(frame, tmp_path / "sub" / "f.parquet")
-    back = pd.read_parquet(tmp_path / "sub" / "f.parquet")
-    assert back["task"].tolist() == ["a", "b"]
-    assert [list(v) for v in back["output"]] == [["x"], ["y", "z"]]
-
-
 def test_read_json_names_line_and_column(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('[\n  {"a": 1},\n  {"a": }\n]')
@@ -55,10 +46,3 @@ def test_non_utf8_names_byte_offset(tmp_path):
     with pytest.raises(InputError) as info:
         read_json(path)
     assert "not valid UTF-8 (byte 11, line 1)" in str(info.value)
-
-
-def test_artifacts_get_the_usual_file_mode(tmp_path):
-    umask = os.umask(0)
-    os.umask(umask)
-    write_parquet(pd.DataFrame({"a": [1]}), tmp_path / "f.parquet")
-    assert (tmp_path / "f.parquet").stat().st_mode & 0o777 == 0o666 & ~umask

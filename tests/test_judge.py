@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from inscl.io import InputError
-from inscl.judge import (
+from inscl.core.io import InputError
+from inscl.evaluation.judge import (
     judge_pairs,
     merge_outcome,
     parse_verdict,
@@ -15,7 +15,7 @@ from inscl.judge import (
     run_judge,
     summarize_verdicts,
 )
-from inscl.llm_api import InvalidAnswer
+from inscl.core.llm import InvalidAnswer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -159,7 +159,7 @@ def test_read_prompt_file_trace_format(tmp_path):
 
 @pytest.mark.timeout(240)
 def test_run_judge_generates_with_both_models_and_judges(openai_server, endpoint, tmp_path):
-    from inscl.modeling import build_tiny_model, train_tokenizer
+    from inscl.training.base_model import build_tiny_model, train_tokenizer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""inscl.llm_api against the real local OpenAI-compatible server, through the real openai client."""
+"""inscl.core.llm against the real local OpenAI-compatible server, through the real openai client."""
 import json
 import time
 from pathlib import Path
@@ -8,9 +8,9 @@ import openai
 import pytest
 from openai_server import CHAT_PATH
 
-from inscl.config import ConfigError
-from inscl.llm_api import ApiError, response_cache_path, retry_delay, run_chat_requests, summarize
-from inscl.tagging import parse_tags
+from inscl.core.config import ConfigError
+from inscl.core.llm import ApiError, response_cache_path, retry_delay, run_chat_requests, summarize
+from inscl.instructions.tag import parse_tags
 
 pytestmark = pytest.mark.timeout(60)
 

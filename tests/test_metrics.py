@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inscl.io import InputError
-from inscl.metrics import (
+from inscl.core.io import InputError
+from inscl.evaluation.metrics import (
     backward_transfer,
     build_score_matrix,
     compute_cl_metrics,
@@ -14,9 +14,7 @@ from inscl.metrics import (
     forward_transfer,
     load_scores,
     overall_performance,
-    parse_run,
     relative_gain,
-    run_of_path,
     summarize,
 )
 
@@ -85,19 +83,6 @@ def test_two_tasks():
 def test_matrix_shape_is_checked():
     with pytest.raises(ValueError, match="T\\+1"):
         overall_performance(np.zeros((3, 3)))
-
-
-def test_run_names():
-    assert run_of_path("results/runs/demo/inscl/seed0/stage2/scores.parquet") == "demo/inscl/seed0/stage2"
-    assert run_of_path("/x/results/runs/base/scores.parquet") == "base"
-    assert parse_run("base")["stage"] == 0
-    assert parse_run("demo/inscl/seed3/stage2") == dict(
-        kind="chain", order="demo", method="inscl", seed=3, stage=2, task=None
-    )
-    assert parse_run("single_task/seed1/topic")["task"] == "topic"
-    assert parse_run("multitask/seed0")["kind"] == "multitask"
-    with pytest.raises(ValueError):
-        parse_run("demo/inscl/stage2")
 
 
 # --- the tidy pipeline over score files ---------------------------------------------------------

@@ -5,14 +5,9 @@ import pytest
 import torch
 from training_support import MODEL, TINY, build_tiny_base, superni_instances
 
-from inscl.io import InputError
-from inscl.modeling import (
-    BASE_REFERENCE,
-    ModelNotAvailable,
-    build_base_model,
-    load_for_inference,
-    train_tokenizer,
-)
+from inscl.core.io import InputError
+from inscl.training.base_model import build_base_model, train_tokenizer
+from inscl.training.models import BASE_REFERENCE, ModelNotAvailable, load_for_inference
 
 
 @pytest.fixture(scope="module")

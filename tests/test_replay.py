@@ -4,29 +4,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from inscl.io import InputError
-from inscl.replay import (
-    STRATEGIES,
-    ReplayData,
-    ReplaySettings,
-    TaskPool,
-    allocate,
-    apportion,
-    build_pools,
-    replay_order,
-    replay_stage,
-    sample_insinfo,
-    write_replay,
-)
+from inscl.core.io import InputError
+from inscl.core.methods import METHODS
+from inscl.replay import select_replay
+from inscl.replay.sampling import TaskPool, allocate, apportion, build_pools, sample_insinfo
+from inscl.replay.select_replay import ReplayData, composition, load_strategy, write_replay
+from inscl.replay.strategies import ReplaySettings
 
-INSTANCE_SCHEMA = pa.schema(
-    [
-        ("task", pa.string()), ("split", pa.string()), ("instance_id", pa.string()), ("instruction_id", pa.string()),
-        ("instruction", pa.string()), ("input", pa.string()), ("output", pa.list_(pa.string())),
-        ("source", pa.string()), ("source_task", pa.string()), ("source_file", pa.string()),
-    ]
-)
+REPLAYING = [name for name, method in METHODS.items() if method.strategy]
 
+
+def replay_stage(data, settings, order, tasks, method, seed, stage):
+    return select_replay.replay_stage(data, load_strategy(method), settings, order, tasks, method, seed, stage)
+
+
+def replay_order(data, settings, order, tasks, method, seed):
+    return select_replay.replay_order(data, load_strategy(method), settings, order, tasks, method, seed)
 
 def make_instances(spec: dict[str, list[int]], n_test: int = 2) -> pd.DataFrame:
     """Examples per instruction for each task; instances are listed in a scrambled order."""
@@ -205,7 +198,7 @@ def test_capped_quota_is_redistributed_and_the_reason_says_so():
     assert "quota 2 + 12 redistributed from capped tasks = 14" in reasons["b"]
 
 
-@pytest.mark.parametrize("method", [m for m in STRATEGIES if m not in ("no_replay", "trace_replay")])
+@pytest.mark.parametrize("method", [m for m in REPLAYING if m != "trace_replay"])
 def test_every_fair_method_spends_exactly_the_same_budget(method):
     spec = {"a": [30, 20, 10], "b": [15, 15], "c": [40, 5, 5, 5], "d": [12, 12, 12]}
     rng = np.random.default_rng(0)
@@ -223,10 +216,10 @@ def test_every_fair_method_spends_exactly_the_same_budget(method):
         assert (frame["method"] == method).all()
 
 
-def test_no_replay_and_trace_replay():
+def test_no_replay_has_no_strategy_and_trace_replay_takes_a_fraction():
+    assert METHODS["no_replay"].strategy is None
     data = make_data()
     settings = ReplaySettings(replay_per_task=7, trace_fraction=0.1)
-    assert [len(f) for f in replay_order(data, settings, "o", ORDER, "no_replay", 0)] == [0, 0, 0, 0]
     frames = replay_order(data, settings, "o", ORDER, "trace_replay", 0)
     # 10% of 60, 30, 55 training examples, rounded half up: 6, 3, 6 (55 * 0.1 = 5.5 -> 6)
     assert frames[3].groupby("task").size().to_dict() == {"a": 6, "b": 3, "c": 6}
@@ -235,7 +228,6 @@ def test_no_replay_and_trace_replay():
 
 def test_cumulative_insinfo_reads_the_rows_of_the_order_and_stage():
     spec = {"a": [5, 5, 5], "b": [5, 5]}
-    instances = make_instances(spec)
     rows = []
     for stage, favourite in ((1, "a-i0"), (2, "a-i2")):
         for k in range(3):
@@ -290,7 +282,8 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
     data = make_data()
     settings = ReplaySettings(replay_per_task=5)
     for name, seed in (("one", 0), ("two", 0), ("other", 1)):
-        write_replay(replay_order(data, settings, "o", ORDER, "inscl", seed), tmp_path / name, INSTANCE_SCHEMA)
+        frames = replay_order(data, settings, "o", ORDER, "inscl", seed)
+        write_replay(frames, composition(frames, "o", ORDER, "inscl", seed), tmp_path / name)
     for stage in range(1, 5):
         one, two, other = ((tmp_path / n / f"stage{stage}.parquet").read_bytes() for n in ("one", "two", "other"))
         assert one == two

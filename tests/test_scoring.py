@@ -4,8 +4,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from inscl.io import InputError
-from inscl.scoring import (
+from inscl.core.io import InputError
+from inscl.evaluation.score import (
     edit_similarity,
     exact_match,
     metric_for_task,

@@ -2,8 +2,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from inscl.io import InputError
-from inscl.scripting import run_rule
+from inscl.core.io import InputError
+from inscl.core.rule import run_rule
 
 
 def rule_context(tmp_path):

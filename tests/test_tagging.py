@@ -1,4 +1,4 @@
-"""inscl.tagging: answer parsing, the offline keyphrase tagger, the file backend, the openai backend
+"""inscl.instructions.tag: answer parsing, the offline keyphrase tagger, the file backend, the openai backend
 against the real local server, and a tagging process killed mid-run."""
 import json
 import os
@@ -13,14 +13,16 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from openai_server import OpenAIServer
 
-from inscl import embedding
-from inscl.config import ConfigError
-from inscl.io import InputError, content_hash
-from inscl.llm_api import InvalidAnswer
-from inscl.tagging import (
+from inscl.core import artifacts
+from inscl.instructions import embed as embedding
+from inscl.core.config import ConfigError
+from inscl.core.io import STALE_TEMP_S, InputError
+from inscl.core.hashing import content_hash
+from inscl.core.llm import InvalidAnswer, response_cache_path
+from inscl.instructions.tag import (
     OFFLINE_VERSION,
-    TAG_SCHEMA,
     build_messages,
     keyphrase_candidates,
     mmr_select,
@@ -28,7 +30,6 @@ from inscl.tagging import (
     phrase_overlaps,
     read_tag_file,
     tag_instructions,
-    write_tags_raw,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -173,7 +174,7 @@ def test_file_backend_reads_jsonl_and_our_parquet(tmp_path):
     assert rows[1]["model"] == "gpt-4" and {r["backend"] for r in rows} == {"file"}
 
     parquet = tmp_path / "tags_raw.parquet"
-    write_tags_raw(rows, parquet)
+    artifacts.write(rows, "tags_raw", parquet)
     reread = tag_instructions(frame(texts), {**config, "file": {"path": str(parquet)}}, EMBEDDING, tmp_path)
     assert [r["tags"] for r in reread[:2]] == [r["tags"] for r in rows[:2]]
 
@@ -215,25 +216,25 @@ def test_openai_backend_rows_and_artifact(openai_server, endpoint, tmp_path):
     assert all(r["prompt_tokens"] > 0 and r["cost_usd"] > 0 for r in rows)
 
     path = tmp_path / "tags_raw.parquet"
-    write_tags_raw(rows, path)
+    artifacts.write(rows, "tags_raw", path)
     table = pq.read_table(path)
-    assert table.schema.equals(TAG_SCHEMA)
+    assert table.schema.equals(artifacts.arrow_schema("tags_raw"))
     back = table.to_pandas()
     assert list(back["tags"].iloc[0][0].keys()) == ["tag", "explanation"]
 
 
 def test_artifact_keeps_its_schema_when_every_row_failed(tmp_path):
     rows = tag_instructions(frame(["!!!"]), TAGGING, EMBEDDING, tmp_path)
-    write_tags_raw(rows, tmp_path / "tags_raw.parquet")
-    assert pq.read_schema(tmp_path / "tags_raw.parquet").equals(TAG_SCHEMA)
+    artifacts.write(rows, "tags_raw", tmp_path / "tags_raw.parquet")
+    assert pq.read_schema(tmp_path / "tags_raw.parquet").equals(artifacts.arrow_schema("tags_raw"))
 
 
 KILLED_RUN = textwrap.dedent(
     """
     import json, sys
     import pandas as pd
-    from inscl.io import content_hash
-    from inscl.tagging import tag_instructions
+    from inscl.core.hashing import content_hash
+    from inscl.instructions.tag import tag_instructions
     texts, endpoint, cache = json.loads(sys.argv[1])
     frame = pd.DataFrame({"instruction_id": [content_hash(t) for t in texts], "instruction": texts})
     tagging = {"backend": "openai", "prompt_version": "instag-v1", "openai": endpoint}
@@ -241,26 +242,55 @@ KILLED_RUN = textwrap.dedent(
     """
 )
 
+KILLED_WRITE = textwrap.dedent(
+    """
+    import os, signal, sys
+    from inscl.core.io import atomic_path
+    with atomic_path(sys.argv[1], ".json") as tmp:
+        tmp.write_text('{"model": "gpt-4", "prompt')
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
 
-def test_killed_tagging_process_keeps_what_it_paid_for(openai_server, endpoint, tmp_path):
+
+def stored_keys(cache) -> set[str]:
+    return {json.loads(p.read_text())["key"] for p in (cache / "api").rglob("*.json")}
+
+
+def killed_write(target: Path, age_s: float) -> Path:
+    """What a process killed while writing `target` leaves behind, `age_s` seconds old."""
+    before = set(target.parent.iterdir()) if target.parent.exists() else set()
+    subprocess.run([sys.executable, "-c", KILLED_WRITE, str(target)], check=False)
+    [leftover] = set(target.parent.iterdir()) - before
+    os.utime(leftover, (time.time() - age_s,) * 2)
+    return leftover
+
+
+def test_killed_tagging_process_keeps_what_it_paid_for(openai_server, endpoint, api_key, tmp_path):
     texts = [f"Instruction number {i}: rewrite the sentence about topic{i:02d}." for i in range(24)]
-    openai_server.latency_s = 0.15
     cache = tmp_path / "cache"
-    args = json.dumps([texts, {**endpoint, "max_concurrency": 2}, str(cache)])
+    openai_server.hold_after(8)  # the process gets 8 answers; its later requests wait, unanswered
+    args = json.dumps([texts, {**endpoint, "max_concurrency": 2, "timeout_s": 60}, str(cache)])
     process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, args], env=os.environ.copy(), stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while openai_server.count(status=200) < 8 and time.monotonic() < deadline and process.poll() is None:
+    while len(list((cache / "api").rglob("*.json"))) < 8 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    saved = {json.loads(p.read_text())["key"] for p in (cache / "api").rglob("*.json")}
-    assert 4 <= len(saved) < len(texts)
+    saved = stored_keys(cache)
+    assert len(saved) == 8
 
-    openai_server.reset()
-    openai_server.latency_s = 0.0
-    rows = tag_instructions(frame(texts), {**TAGGING, "backend": "openai", "openai": endpoint}, EMBEDDING, cache)
-    assert all(r["status"] == "ok" for r in rows)
-    rerun_texts = {messages[-1]["content"].split("\n\n")[-1] for messages in openai_server.chat_messages()}
-    assert openai_server.count() == len(texts) - len(saved)  # only the missing calls
-    assert rerun_texts == set(texts) - saved
+    missing = sorted(set(texts) - saved)
+    stale = killed_write(response_cache_path(cache, "gpt-4", "instag-v1", missing[0]), age_s=2 * STALE_TEMP_S)
+    recent = killed_write(response_cache_path(cache, "gpt-4", "instag-v1", missing[1]), age_s=0)
+    assert stored_keys(cache) == saved  # unfinished writes never look like answers
+
+    with OpenAIServer(api_key=api_key) as rerun_server:  # the killed process's held requests stay on the first
+        rerun_endpoint = {**endpoint, "base_url": rerun_server.base_url}
+        rows = tag_instructions(frame(texts), {**TAGGING, "backend": "openai", "openai": rerun_endpoint}, EMBEDDING, cache)
+        assert all(r["status"] == "ok" for r in rows)
+        rerun_texts = {messages[-1]["content"].split("\n\n")[-1] for messages in rerun_server.chat_messages()}
+        assert rerun_server.count() == len(texts) - len(saved)  # only the missing calls
+    assert rerun_texts == set(missing)
+    assert not stale.exists() and recent.exists()  # a recent one may belong to a live writer

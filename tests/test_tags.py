@@ -4,8 +4,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from inscl.io import InputError
-from inscl.tags import TAGS_SCHEMA, TAG_MAP_SCHEMA, cluster_tags, normalize_tag, normalize_tags, write_table
+from inscl.core.io import InputError
+from inscl.core import artifacts
+from inscl.instructions.normalize_tags import cluster_tags, normalize_tag, normalize_tags
 
 
 def tags_raw(rows):
@@ -143,8 +144,8 @@ def test_no_ok_rows_gives_empty_lists_and_an_empty_map(tmp_path):
     tags, mapping = normalize_tags(raw, axis_encoder({}), eps=0.1, min_samples=5)
     assert [list(t) for t in tags["tags"]] == [[], []]
     assert mapping.empty
-    write_table(tags, tmp_path / "tags.parquet", TAGS_SCHEMA)
-    write_table(mapping, tmp_path / "map.parquet", TAG_MAP_SCHEMA)
+    artifacts.write(tags, "tags", tmp_path / "tags.parquet")
+    artifacts.write(mapping, "tag_map", tmp_path / "map.parquet")
     assert pq.read_schema(tmp_path / "tags.parquet").field("tags").type == pa.list_(pa.string())
     assert pd.read_parquet(tmp_path / "map.parquet").empty
 

@@ -6,34 +6,16 @@ import pytest
 import torch
 from training_support import MODEL, build_tiny_base, superni_instances, training_settings, write_instances
 
-from inscl import distributed
-from inscl.io import InputError
-from inscl.modeling import load_causal_lm, load_tokenizer
-from inscl.prompts import build_prompt, encode_prompt
-from inscl.training import (
-    IGNORE_INDEX,
-    LOG_COLUMNS,
-    AnswerLoss,
-    Example,
-    TrainJob,
-    assemble,
-    autocast_dtype,
-    collate_packed,
-    collate_padded,
-    count_parameters,
-    encode_example,
-    encode_examples,
-    epochs_for_stage,
-    learning_rate_at,
-    load_trainable,
-    load_training_rows,
-    pack_rows,
-    plan_training,
-    rank_share,
-    replay_file,
-    run_seed,
-    train,
-)
+from inscl.core.io import InputError
+from inscl.core.prompts import build_prompt, encode_prompt
+from inscl.training import distributed
+from inscl.training.batching import collate_packed, collate_padded, pack_rows, plan_training, rank_share
+from inscl.training.examples import IGNORE_INDEX, Example, assemble, encode_examples, load_training_rows
+from inscl.training.loss import AnswerLoss
+from inscl.training.models import autocast_dtype, count_parameters, load_causal_lm, load_tokenizer, load_trainable
+from inscl.training.optimizer import learning_rate_at
+from inscl.core import artifacts
+from inscl.training.train import TrainJob, replay_file, train
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +50,11 @@ def make_job(workspace, name, tasks, previous=None, **settings) -> TrainJob:
 
 
 # ------------------------------------------------------------------ answer-only labels
+
+
+def encode_example(tokenizer, instruction, input, answer, template="plain"):
+    rows = pd.DataFrame({"instruction": [instruction], "input": [input], "answer": [answer]})
+    return encode_examples(tokenizer, rows, template, 512)[0]
 
 
 def test_loss_is_only_on_the_answer_and_eos(tokenizer):
@@ -170,26 +157,6 @@ def test_each_rank_runs_the_same_number_of_passes():
 # ------------------------------------------------------------------ settings
 
 
-def test_epochs_scalar_or_per_task_list():
-    assert epochs_for_stage(3, 4, 6) == 3.0
-    assert epochs_for_stage([1, 2, 3], 0, 3) == 1.0 and epochs_for_stage([1, 2, 3], 2, 3) == 3.0
-    assert epochs_for_stage([1, 2, 3], None, None) == 2.0
-    with pytest.raises(InputError, match="training.epochs"):
-        epochs_for_stage([1, 2], 1, 3)
-
-
-def test_run_seed_differs_by_stage_method_and_reference():
-    seeds = {
-        run_seed({"seed": "0", "order": "o", "method": "random", "stage": "1"}),
-        run_seed({"seed": "0", "order": "o", "method": "random", "stage": "2"}),
-        run_seed({"seed": "0", "order": "o", "method": "inscl", "stage": "1"}),
-        run_seed({"seed": "1", "order": "o", "method": "random", "stage": "1"}),
-        run_seed({"seed": "0", "task": "copy"}),
-        run_seed({"seed": "0"}),
-    }
-    assert len(seeds) == 6
-
-
 def test_learning_rate_schedules():
     assert [learning_rate_at(s, 10, 1.0, "constant", 0.0) for s in (0, 9)] == [1.0, 1.0]
     assert [learning_rate_at(s, 10, 1.0, "constant", 0.2) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]
@@ -215,7 +182,7 @@ def test_launch_command_for_four_gpus():
     command = distributed.launch_command("spec.json", 4, python="python")
     assert command == [
         "python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
-        "-m", "inscl.training", "--spec", "spec.json",
+        "-m", "inscl.training.train", "--spec", "spec.json",
     ]
 
 
@@ -270,7 +237,7 @@ def test_full_fine_tuning_lowers_the_loss_and_is_deterministic(workspace, single
     job = make_job(workspace, "full", ["copy", "sst2"])
     summary = train(job)
     log = pd.read_parquet(job.output_log)
-    assert list(log.columns) == LOG_COLUMNS and len(log) == summary["total_steps"] == summary["steps_run"]
+    assert list(log.columns) == artifacts.columns("train_log") and len(log) == summary["total_steps"] == summary["steps_run"]
     assert log["loss"].iloc[-3:].mean() < 0.7 * log["loss"].iloc[:3].mean()
     assert log["epoch"].iloc[-1] == pytest.approx(3.0) and (log["tokens_per_s"] > 0).all()
     assert AutoModelForCausalLM.from_pretrained(job.output_model).config.model_type == "llama"

@@ -13,7 +13,8 @@ import pytest
 import torch
 from training_support import MODEL, build_tiny_base, training_settings, write_instances
 
-from inscl.training import TrainJob, latest_checkpoint, train
+from inscl.training.checkpoints import latest_checkpoint
+from inscl.training.train import TrainJob, train
 
 THREADS = 1
 
@@ -57,7 +58,7 @@ def start_and_kill(job: TrainJob, sig: int, after_step: int) -> int:
     job.to_json(spec)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "inscl.training", "--spec", str(spec), "--threads", str(THREADS)],
+        [sys.executable, "-m", "inscl.training.train", "--spec", str(spec), "--threads", str(THREADS)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 240

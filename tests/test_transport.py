@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inscl.io import InputError
-from inscl.transport import ConvergenceError, task_distances, task_point_sets, wasserstein
+from inscl.core.io import InputError
+from inscl.replay.distances import ConvergenceError, task_distances, task_point_sets, wasserstein
 
 E1, E2, E3 = np.eye(3)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from inscl.config import validate_config
-from inscl.modeling import build_base_model
+from inscl.core.config import validate_config
+from inscl.training.base_model import build_base_model
 
 FIXTURES = Path(__file__).parent / "fixtures" / "training"
 TASK_FILES = {

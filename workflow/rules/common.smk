@@ -1,14 +1,18 @@
-# Paths, wildcard constraints and input functions shared by the rule files.
-import glob
-import os
-from importlib.util import find_spec
+# Config-derived constants and the input, params and resource functions every rule file uses.
+# Paths come from inscl.core.runs and inscl.core.artifacts, settings from inscl.core.stages,
+# what a method needs from inscl.core.methods: each fact is stated there once.
+from pathlib import Path
+
+from inscl.core import artifacts, runs, stages
+from inscl.core.code_digest import digest
+from inscl.core.methods import METHODS as METHOD_REGISTRY
 
 ORDERS = config["orders"]
 SEEDS = config["seeds"]
 METHODS = config["methods"]
 REFERENCES = config["references"]
-EXPERIMENT_TASKS = sorted({task for order in ORDERS.values() for task in order})
-CACHE = config["cache_dir"]
+EXPERIMENT_TASKS = runs.experiment_tasks(ORDERS)
+ARTIFACT = {name: spec.path for name, spec in artifacts.ARTIFACTS.items() if spec.path}
 
 
 wildcard_constraints:
@@ -17,109 +21,201 @@ wildcard_constraints:
     seed=r"\d+",
     stage=r"\d+",
     task="|".join(EXPERIMENT_TASKS),
+    run=runs.RUN_PATTERN,
 
 
-def stages(order):
-    return range(1, len(ORDERS[order]) + 1)
+# ---------------------------------------------------------------- settings, code, resources
 
 
-def chain_dir(order, method, seed, stage):
-    """Run folder of training stage `stage` (0 = the base model)."""
-    if int(stage) == 0:
-        return "results/runs/base"
-    return f"results/runs/{order}/{method}/seed{seed}/stage{stage}"
+def get_settings(rule_name):
+    """The config keys that change the rule's outputs (key order does not matter)."""
+    return stages.settings(config, rule_name)
 
 
-def chain_runs():
-    """Every (order, method, seed, stage) run folder, stage 0 included once."""
-    runs = ["results/runs/base"]
-    for order in ORDERS:
+def get_resources(rule_name):
+    """Threads aside, everything that only changes how the rule's job runs."""
+    return stages.resources(config, rule_name)
+
+
+def get_threads(rule_name, default=1):
+    return stages.threads(config, rule_name, default)
+
+
+def get_code(script, *entries):
+    """Digest of the code a rule runs (docstrings and comments excluded)."""
+    return digest(os.path.join(workflow.basedir, "workflow", "scripts", script), *entries)
+
+
+# ---------------------------------------------------------------- runs
+
+
+def get_run(wildcards):
+    """The run a job works on, from its wildcards."""
+    if "run" in wildcards.keys():
+        return runs.parse(wildcards.run)
+    if "stage" in wildcards.keys():
+        return runs.chain(
+            wildcards.order, wildcards.method, wildcards.seed, wildcards.stage
+        )
+    if "task" in wildcards.keys():
+        return runs.single_task(wildcards.seed, wildcards.task)
+    return runs.multitask(wildcards.seed)
+
+
+def chain_runs(final_only=False):
+    """Every stage of every chain plus the base model, or only the final stage of each chain."""
+    found = [] if final_only else [runs.BASE]
+    for order, tasks in ORDERS.items():
+        stages_run = [len(tasks)] if final_only else range(1, len(tasks) + 1)
         for method in METHODS:
             for seed in SEEDS:
-                runs += [chain_dir(order, method, seed, k) for k in stages(order)]
-    return runs
+                found += [runs.chain(order, method, seed, k) for k in stages_run]
+    return found
 
 
 def reference_runs():
-    runs = []
+    found = []
     for seed in SEEDS:
         if "multitask" in REFERENCES:
-            runs.append(f"results/runs/multitask/seed{seed}")
+            found.append(runs.multitask(seed))
         if "single_task" in REFERENCES:
-            runs += [f"results/runs/single_task/seed{seed}/{task}" for task in EXPERIMENT_TASKS]
-    return runs
+            found += [runs.single_task(seed, task) for task in EXPERIMENT_TASKS]
+    return found
 
 
-def source_files(wildcards=None):
-    """Input files of every configured data source, so editing one reruns ingestion."""
+# ---------------------------------------------------------------- replay and training inputs
+
+
+def get_replay_inputs(wildcards):
+    """The instances plus what the method's replay strategy reads (see inscl.core.methods)."""
+    needs = METHOD_REGISTRY[wildcards.method].needs
+    return {"instances": ARTIFACT["instances"], **{need: ARTIFACT[need] for need in needs}}
+
+
+def get_replay_settings(wildcards):
+    method = METHOD_REGISTRY[wildcards.method]
+    return stages.canonical(
+        {key: stages.lookup(config, key) for key in method.settings}
+    )
+
+
+def get_replay_code(wildcards):
+    strategy = METHOD_REGISTRY[wildcards.method].strategy
+    return get_code("select_replay.py", strategy)
+
+
+def get_train_inputs(wildcards):
+    """Stage k starts from stage k-1 (stage 1 and the references from the base model) and reads
+    the stage's replay set when its method replays anything."""
+    run = get_run(wildcards)
+    inputs = {
+        "previous": run.previous.model,
+        "base": runs.BASE.model,
+        "instances": ARTIFACT["instances"],
+    }
+    if run.kind == "chain" and METHOD_REGISTRY[run.method].strategy:
+        inputs["replay"] = runs.replay_folder(run.order, run.method, run.seed)
+    return inputs
+
+
+def get_train_tasks(wildcards):
+    return runs.training_tasks(get_run(wildcards), ORDERS)
+
+
+def get_train_epochs(wildcards):
+    return runs.training_epochs(get_run(wildcards), config["training"]["epochs"], ORDERS)
+
+
+def get_train_seed(wildcards):
+    return runs.training_seed(get_run(wildcards))
+
+
+def get_evaluated_tasks(wildcards):
+    """A single-task reference is scored on its own task; every other model on all tasks."""
+    run = get_run(wildcards)
+    return [run.task] if run.kind == "single_task" else EXPERIMENT_TASKS
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def get_score_files(wildcards):
+    return {
+        "chain": [run.file("scores.parquet") for run in chain_runs()],
+        "references": [run.file("scores.parquet") for run in reference_runs()],
+        **get_optional_summaries(wildcards),
+    }
+
+
+def get_optional_summaries(wildcards):
+    """Judge verdicts of the final models, and general-ability results of base and final models."""
+    files = {}
+    finals = chain_runs(final_only=True)
+    if config["judge"]["enabled"]:
+        files["judge"] = [f"{runs.JUDGE}/{run.name}/summary.parquet" for run in finals]
+    if config["general"]["enabled"]:
+        files["general"] = [
+            f"{runs.GENERAL}/{run.name}/results.parquet"
+            for run in [runs.BASE] + finals
+        ]
+    return files
+
+
+def get_report_inputs(wildcards):
+    """The metrics, every replay set, and the instruction analysis the configured methods use."""
+    needs = {need for method in METHODS for need in METHOD_REGISTRY[method].needs}
+    inputs = {
+        "matrix": ARTIFACT["score_matrix"],
+        "per_run": ARTIFACT["cl_metrics"],
+        "summary": ARTIFACT["summary"],
+        "replay": [
+            runs.replay_folder(order, method, seed)
+            for order in ORDERS
+            for method in METHODS
+            if METHOD_REGISTRY[method].strategy
+            for seed in SEEDS
+        ],
+    }
+    if "distances" in needs:
+        inputs["distances"] = ARTIFACT["distances"]
+    if "insinfo" in needs:
+        inputs["tags_raw"] = ARTIFACT["tags_raw"]
+    if config["judge"]["enabled"]:
+        inputs["judge"] = ARTIFACT["judge_rates"]
+    if config["general"]["enabled"]:
+        inputs["general"] = ARTIFACT["general_delta"]
+    return inputs
+
+
+def get_metrics_outputs():
+    outputs = {
+        "matrix": ARTIFACT["score_matrix"],
+        "per_run": ARTIFACT["cl_metrics"],
+        "summary": ARTIFACT["summary"],
+    }
+    if config["judge"]["enabled"]:
+        outputs["judge"] = ARTIFACT["judge_rates"]
+    if config["general"]["enabled"]:
+        outputs["general"] = ARTIFACT["general_delta"]
+    return outputs
+
+
+def get_source_files(wildcards):
+    """Every file of every configured data source, so that editing one reruns ingestion."""
     files = []
     for source in config["data"]["sources"]:
         path = source.get("path")
-        if not path:
-            continue
-        if os.path.isdir(path):
-            files += sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True) if os.path.isfile(f))
-        else:
+        if path and os.path.isdir(path):
+            files += sorted(
+                str(p) for p in Path(path).rglob("*") if p.is_file()
+            )
+        elif path:
             files.append(path)
         if source.get("task_list"):
             files.append(source["task_list"])
     return files
 
 
-def needs_example_embeddings():
-    return "prototype_data" in METHODS
-
-
-def replay_settings(method):
-    """The replay settings a method reads: changing another method's setting does not rerun it."""
-    replay, settings = config["replay"], {}
-    if method not in ("no_replay", "trace_replay"):
-        settings["replay_per_task"] = replay["replay_per_task"]
-    if method == "trace_replay":
-        settings["trace_fraction"] = replay["trace_fraction"]
-    if method == "prototype_data":
-        settings["prototype_clusters"] = replay["prototype_clusters"]
-    if method in ("inscl", "inscl_insinfo_only"):
-        settings["insinfo_pool"] = config["insinfo"]["pool"]
-    return settings
-
-
-def previous_model(wildcards):
-    """Stage k starts from the model of stage k-1; stage 1 from the base model."""
-    return os.path.join(chain_dir(wildcards.order, wildcards.method, wildcards.seed, int(wildcards.stage) - 1), "model")
-
-
-def task_epoch_slot(wildcards):
-    """(position, order length) of a single-task reference: its place in the first order naming it."""
-    for order in ORDERS.values():
-        if wildcards.task in order:
-            return [order.index(wildcards.task), len(order)]
-    return [0, None]
-
-
-def evaluated_tasks(wildcards):
-    """A single-task reference is scored on its own task; every other model on all tasks."""
-    if wildcards.run.startswith("single_task/"):
-        return [wildcards.run.rsplit("/", 1)[1]]
-    return EXPERIMENT_TASKS
-
-
-def final_runs():
-    return [
-        chain_dir(order, method, seed, len(ORDERS[order])) for order in ORDERS for method in METHODS for seed in SEEDS
-    ]
-
-
-def optional_reports(wildcards):
-    files = {}
-    if config["judge"]["enabled"]:
-        files["judge"] = [f"results/judge/{run.removeprefix('results/runs/')}/verdicts.parquet" for run in final_runs()]
-    if config["general"]["enabled"]:
-        runs = ["base"] + [run.removeprefix("results/runs/") for run in final_runs()]
-        files["general"] = [f"results/general/{run}/results.parquet" for run in runs]
-    return files
-
-
-def module_file(name):
-    """Source file of a package module, found without importing it (keeps start-up fast)."""
-    return find_spec(name).origin
+def get_tag_file(wildcards):
+    tagging = config["tagging"]
+    return [tagging["file"]["path"]] if tagging["backend"] == "file" else []

@@ -1,24 +1,17 @@
-INGEST_CODE = [module_file(module) for module in ("inscl.data", "inscl.demo")]
-
-
 rule ingest:
     input:
-        source_files,
-        # the loaders and the demo generator: editing them regenerates the data
-        code=INGEST_CODE,
+        source_files=get_source_files,
     output:
-        instances="results/data/instances.parquet",
-        tasks="results/data/tasks.parquet",
+        instances=ARTIFACT["instances"],
+        tasks=ARTIFACT["tasks"],
     params:
-        data=config["data"],
-        orders=ORDERS,
+        settings=get_settings("ingest"),
+        code=get_code("ingest.py"),
     log:
         "logs/ingest.log",
+    resources:
+        **get_resources("ingest"),
     conda:
         "../../envs/inscl.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
     script:
         "../scripts/ingest.py"

@@ -1,77 +1,43 @@
-RUN_PATTERN = r"base|multitask/seed\d+|single_task/seed\d+/[^/]+|[^/]+/[^/]+/seed\d+/stage\d+"
-
-
-rule predict:
+rule evaluate:
     input:
-        model="results/runs/{run}/model",
-        base="results/runs/base/model",
-        instances="results/data/instances.parquet",
+        model=f"{runs.RUNS}/{{run}}/model",
+        base=runs.BASE.model,
+        instances=ARTIFACT["instances"],
     output:
-        "results/runs/{run}/predictions.parquet",
+        predictions=f"{runs.RUNS}/{{run}}/predictions.parquet",
+        scores=f"{runs.RUNS}/{{run}}/scores.parquet",
     params:
-        tasks=evaluated_tasks,
-        evaluation=config["evaluation"],
-        training=config["training"],
-        model=config["model"],
-    wildcard_constraints:
-        run=RUN_PATTERN,
+        settings=get_settings("evaluate"),
+        tasks=get_evaluated_tasks,
+        code=get_code("evaluate.py"),
     log:
-        "logs/predict/{run}.log",
+        "logs/evaluate/{run}.log",
     benchmark:
-        "benchmarks/rules/predict/{run}.tsv"
-    threads: config["training"]["threads"]
+        "logs/benchmarks/evaluate/{run}.tsv"
+    threads: get_threads("evaluate")
     resources:
-        mem_mb=config["training"]["mem_mb"],
-        runtime=120,
-        gpu=config["evaluation"]["gpus"],
+        **get_resources("evaluate"),
     conda:
         "../../envs/inscl.yaml"
     script:
-        "../scripts/predict.py"
-
-
-rule score:
-    input:
-        "results/runs/{run}/predictions.parquet",
-    output:
-        "results/runs/{run}/scores.parquet",
-    params:
-        evaluation=config["evaluation"],
-    wildcard_constraints:
-        run=RUN_PATTERN,
-    log:
-        "logs/score/{run}.log",
-    group:
-        "scoring"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    conda:
-        "../../envs/inscl.yaml"
-    script:
-        "../scripts/score.py"
+        "../scripts/evaluate.py"
 
 
 rule metrics:
     input:
-        chain=[f"{run}/scores.parquet" for run in chain_runs()],
-        references=[f"{run}/scores.parquet" for run in reference_runs()],
+        unpack(get_score_files),
     output:
-        matrix="results/metrics/score_matrix.parquet",
-        per_run="results/metrics/cl_metrics.parquet",
-        summary="results/metrics/summary.parquet",
+        **get_metrics_outputs(),
     params:
-        orders=ORDERS,
+        settings=get_settings("metrics"),
+        orders=stages.canonical(ORDERS),
         methods=METHODS,
         seeds=SEEDS,
-        references=REFERENCES,
+        code=get_code("metrics.py"),
     log:
         "logs/metrics.log",
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **get_resources("metrics"),
     conda:
         "../../envs/inscl.yaml"
     script:
@@ -80,28 +46,22 @@ rule metrics:
 
 rule judge:
     input:
-        model="results/runs/{run}/model",
-        base="results/runs/base/model",
+        model=f"{runs.RUNS}/{{run}}/model",
+        base=runs.BASE.model,
         prompts=list(config["judge"]["prompt_files"].values()),
     output:
-        "results/judge/{run}/verdicts.parquet",
+        verdicts=f"{runs.JUDGE}/{{run}}/verdicts.parquet",
+        summary=f"{runs.JUDGE}/{{run}}/summary.parquet",
     params:
-        judge=config["judge"],
-        training=config["training"],
-        model=config["model"],
-        evaluation=config["evaluation"],
-        cache_dir=CACHE,
-    wildcard_constraints:
-        run=RUN_PATTERN,
+        settings=get_settings("judge"),
+        code=get_code("judge.py"),
     log:
         "logs/judge/{run}.log",
     benchmark:
-        "benchmarks/rules/judge/{run}.tsv"
-    threads: config["training"]["threads"]
+        "logs/benchmarks/judge/{run}.tsv"
+    threads: get_threads("judge")
     resources:
-        mem_mb=config["training"]["mem_mb"],
-        runtime=240,
-        gpu=config["evaluation"]["gpus"],
+        **get_resources("judge"),
     conda:
         "../../envs/inscl.yaml"
     script:
@@ -110,25 +70,20 @@ rule judge:
 
 rule general_ability:
     input:
-        model="results/runs/{run}/model",
-        base="results/runs/base/model",
+        model=f"{runs.RUNS}/{{run}}/model",
+        base=runs.BASE.model,
     output:
-        "results/general/{run}/results.parquet",
+        f"{runs.GENERAL}/{{run}}/results.parquet",
     params:
-        general=config["general"],
-        training=config["training"],
-        model=config["model"],
-    wildcard_constraints:
-        run=RUN_PATTERN,
+        settings=get_settings("general_ability"),
+        code=get_code("general_ability.py"),
     log:
         "logs/general/{run}.log",
     benchmark:
-        "benchmarks/rules/general/{run}.tsv"
-    threads: config["training"]["threads"]
+        "logs/benchmarks/general/{run}.tsv"
+    threads: get_threads("general_ability")
     resources:
-        mem_mb=config["training"]["mem_mb"],
-        runtime=480,
-        gpu=config["evaluation"]["gpus"],
+        **get_resources("general_ability"),
     conda:
         "../../envs/inscl.yaml"
     script:

@@ -1,114 +1,93 @@
 rule embed_instructions:
     input:
-        "results/data/instances.parquet",
+        ARTIFACT["instances"],
     output:
-        "results/instructions/embeddings.parquet",
+        ARTIFACT["embeddings"],
     params:
-        embedding=config["embedding"],
-        cache_dir=CACHE,
+        settings=get_settings("embed_instructions"),
+        code=get_code("embed.py"),
     log:
         "logs/embed_instructions.log",
     benchmark:
-        "benchmarks/rules/embed_instructions.tsv"
+        "logs/benchmarks/embed_instructions.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **get_resources("embed_instructions"),
     conda:
         "../../envs/inscl.yaml"
     script:
         "../scripts/embed.py"
 
 
-rule embed_examples:
-    input:
-        "results/data/instances.parquet",
+use rule embed_instructions as embed_examples with:
     output:
-        "results/instructions/example_embeddings.parquet",
+        ARTIFACT["example_embeddings"],
     params:
-        embedding=config["embedding"],
-        cache_dir=CACHE,
+        settings=get_settings("embed_examples"),
+        code=get_code("embed.py"),
     log:
         "logs/embed_examples.log",
     benchmark:
-        "benchmarks/rules/embed_examples.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        "../../envs/inscl.yaml"
-    script:
-        "../scripts/embed.py"
+        "logs/benchmarks/embed_examples.tsv"
 
 
 rule tag:
     input:
-        instances="results/data/instances.parquet",
-        embeddings="results/instructions/embeddings.parquet",
-        tag_file=[config["tagging"]["file"]["path"]] if config["tagging"]["backend"] == "file" else [],
+        instances=ARTIFACT["instances"],
+        tag_file=get_tag_file,
     output:
-        "results/instructions/tags_raw.parquet",
+        ARTIFACT["tags_raw"],
     params:
-        tagging=config["tagging"],
-        embedding=config["embedding"],
-        cache_dir=CACHE,
+        settings=get_settings("tag"),
+        code=get_code("tag.py"),
     log:
         "logs/tag.log",
     benchmark:
-        "benchmarks/rules/tag.tsv"
+        "logs/benchmarks/tag.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=600,
+        **get_resources("tag"),
     conda:
         "../../envs/inscl.yaml"
     script:
         "../scripts/tag.py"
 
 
-
-
 rule normalize_tags:
     input:
-        "results/instructions/tags_raw.parquet",
-        code=module_file("inscl.tags"),
+        ARTIFACT["tags_raw"],
     output:
-        tags="results/instructions/tags.parquet",
-        mapping="results/instructions/tag_map.parquet",
+        tags=ARTIFACT["tags"],
+        mapping=ARTIFACT["tag_map"],
     params:
-        normalize=config["normalize"],
-        embedding=config["embedding"],
-        cache_dir=CACHE,
+        settings=get_settings("normalize_tags"),
+        code=get_code("normalize_tags.py"),
     log:
         "logs/normalize_tags.log",
-    conda:
-        "../../envs/inscl.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **get_resources("normalize_tags"),
+    conda:
+        "../../envs/inscl.yaml"
     script:
         "../scripts/normalize_tags.py"
 
 
 rule insinfo:
     input:
-        tags="results/instructions/tags.parquet",
-        instances="results/data/instances.parquet",
-        code=module_file("inscl.insinfo"),
+        tags=ARTIFACT["tags"],
+        instances=ARTIFACT["instances"],
     output:
-        "results/instructions/insinfo.parquet",
+        ARTIFACT["insinfo"],
     params:
-        insinfo=config["insinfo"],
-        orders=ORDERS,
+        settings=get_settings("insinfo"),
+        tasks=EXPERIMENT_TASKS,
+        code=get_code("insinfo.py"),
     log:
         "logs/insinfo.log",
+    resources:
+        **get_resources("insinfo"),
     conda:
         "../../envs/inscl.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../scripts/insinfo.py"

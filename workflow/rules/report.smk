@@ -1,12 +1,6 @@
 rule report:
     input:
-        unpack(optional_reports),
-        matrix="results/metrics/score_matrix.parquet",
-        per_run="results/metrics/cl_metrics.parquet",
-        summary="results/metrics/summary.parquet",
-        distances="results/replay/distances.parquet",
-        composition=expand("results/replay/{order}/composition.parquet", order=ORDERS),
-        tags_raw="results/instructions/tags_raw.parquet",
+        unpack(get_report_inputs),
     output:
         html="results/report/index.html",
         plots=report(
@@ -18,15 +12,14 @@ rule report:
             labels={"figure": "{section}", "name": "{name}"},
         ),
     params:
-        orders=ORDERS,
+        orders=stages.canonical(ORDERS),
         methods=METHODS,
         tasks=EXPERIMENT_TASKS,
+        code=get_code("report.py"),
     log:
         "logs/report.log",
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **get_resources("report"),
     conda:
         "../../envs/inscl.yaml"
     script:

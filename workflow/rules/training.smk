@@ -1,109 +1,63 @@
-TRAIN_RESOURCES = dict(
-    mem_mb=config["training"]["mem_mb"],
-    runtime=config["training"]["runtime"],
-    gpu=config["training"]["gpus"],
-)
-
-
 rule base_model:
     input:
-        "results/data/instances.parquet",
+        ARTIFACT["instances"],
     output:
-        directory("results/runs/base/model"),
+        directory(runs.BASE.model),
     params:
-        model=config["model"],
+        settings=get_settings("base_model"),
+        code=get_code("base_model.py"),
     log:
         "logs/base_model.log",
-    threads: config["training"]["threads"]
+    threads: get_threads("base_model")
     resources:
-        mem_mb=config["training"]["mem_mb"],
-        runtime=60,
+        **get_resources("base_model"),
     conda:
         "../../envs/inscl.yaml"
     script:
         "../scripts/base_model.py"
 
 
-rule train_stage:
+# One training job: a chain stage; the references below reuse it with other outputs.
+rule train:
     input:
-        previous=previous_model,
-        base="results/runs/base/model",
-        replay="results/replay/{order}/{method}/seed{seed}",
-        instances="results/data/instances.parquet",
+        unpack(get_train_inputs),
     output:
-        model=directory("results/runs/{order}/{method}/seed{seed}/stage{stage}/model"),
-        train_log="results/runs/{order}/{method}/seed{seed}/stage{stage}/train_log.parquet",
+        model=directory(runs.template("chain").model),
+        train_log=runs.template("chain").file("train_log.parquet"),
     params:
-        tasks=lambda wildcards: [ORDERS[wildcards.order][int(wildcards.stage) - 1]],
-        stage=lambda wildcards: int(wildcards.stage),
-        epoch_slot=lambda wildcards: [int(wildcards.stage) - 1, len(ORDERS[wildcards.order])],
-        checkpoints=lambda wildcards: f"results/runs/{wildcards.order}/{wildcards.method}/seed{wildcards.seed}/stage{wildcards.stage}/checkpoints",
-        training=config["training"],
-        model=config["model"],
+        settings=get_settings("train"),
+        tasks=get_train_tasks,
+        epochs=get_train_epochs,
+        seed=get_train_seed,
+        code=get_code("train.py"),
     log:
         "logs/train/{order}/{method}/seed{seed}/stage{stage}.log",
     benchmark:
-        "benchmarks/rules/train/{order}/{method}/seed{seed}/stage{stage}.tsv"
-    threads: config["training"]["threads"]
+        "logs/benchmarks/train/{order}/{method}/seed{seed}/stage{stage}.tsv"
+    threads: get_threads("train")
     resources:
-        **TRAIN_RESOURCES,
+        **get_resources("train"),
     conda:
         "../../envs/inscl.yaml"
     script:
         "../scripts/train.py"
 
 
-rule train_multitask:
-    input:
-        previous="results/runs/base/model",
-        base="results/runs/base/model",
-        instances="results/data/instances.parquet",
+use rule train as train_multitask with:
     output:
-        model=directory("results/runs/multitask/seed{seed}/model"),
-        train_log="results/runs/multitask/seed{seed}/train_log.parquet",
-    params:
-        tasks=EXPERIMENT_TASKS,
-        stage=1,
-        epoch_slot=None,
-        checkpoints="results/runs/multitask/seed{seed}/checkpoints",
-        training=config["training"],
-        model=config["model"],
+        model=directory(runs.template("multitask").model),
+        train_log=runs.template("multitask").file("train_log.parquet"),
     log:
         "logs/train/multitask/seed{seed}.log",
     benchmark:
-        "benchmarks/rules/train/multitask/seed{seed}.tsv"
-    threads: config["training"]["threads"]
-    resources:
-        **TRAIN_RESOURCES,
-    conda:
-        "../../envs/inscl.yaml"
-    script:
-        "../scripts/train.py"
+        "logs/benchmarks/train/multitask/seed{seed}.tsv"
 
 
-rule train_single_task:
-    input:
-        previous="results/runs/base/model",
-        base="results/runs/base/model",
-        instances="results/data/instances.parquet",
+use rule train as train_single_task with:
     output:
-        model=directory("results/runs/single_task/seed{seed}/{task}/model"),
-        train_log="results/runs/single_task/seed{seed}/{task}/train_log.parquet",
-    params:
-        tasks=lambda wildcards: [wildcards.task],
-        stage=1,
-        epoch_slot=task_epoch_slot,
-        checkpoints="results/runs/single_task/seed{seed}/{task}/checkpoints",
-        training=config["training"],
-        model=config["model"],
+        model=directory(runs.template("single_task").model),
+        train_log=runs.template("single_task").file("train_log.parquet"),
     log:
         "logs/train/single_task/seed{seed}/{task}.log",
     benchmark:
-        "benchmarks/rules/train/single_task/seed{seed}/{task}.tsv"
-    threads: config["training"]["threads"]
-    resources:
-        **TRAIN_RESOURCES,
-    conda:
-        "../../envs/inscl.yaml"
-    script:
-        "../scripts/train.py"
+        "logs/benchmarks/train/single_task/seed{seed}/{task}.tsv"

@@ -1,14 +1,18 @@
 """Rules embed_instructions and embed_examples: sentence embeddings through the content-addressed cache."""
-import pandas as pd
-
-from inscl.embedding import embed_examples, embed_instructions, write_table
-from inscl.scripting import run_rule
+from inscl.core import artifacts
+from inscl.core.rule import run_rule
+from inscl.core.stages import job_settings
+from inscl.instructions.embed import embed_examples, embed_instructions
 
 
 def main(smk):
-    instances = pd.read_parquet(smk.input[0])
-    build = embed_examples if smk.rule == "embed_examples" else embed_instructions
-    write_table(build(instances, smk.params.embedding, smk.params.cache_dir), smk.output[0])
+    settings = job_settings(smk)
+    instances = artifacts.read(smk.input[0], "instances")
+    if smk.rule == "embed_examples":
+        table, name = embed_examples(instances, settings["embedding"], settings["cache_dir"]), "example_embeddings"
+    else:
+        table, name = embed_instructions(instances, settings["embedding"], settings["cache_dir"]), "embeddings"
+    artifacts.write(table, name, smk.output[0])
 
 
 run_rule(snakemake, main)  # noqa: F821

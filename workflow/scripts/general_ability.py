@@ -1,13 +1,15 @@
-"""lm-evaluation-harness on one run's model -> results/general/{run}/results.parquet."""
-from inscl.scripting import run_rule
+"""Rule general_ability: lm-evaluation-harness on one run's model -> results.parquet."""
+from inscl.core import artifacts
+from inscl.core.rule import run_rule
+from inscl.core.stages import job_settings
 
 
 def main(smk):
-    from inscl.general import run_harness
-    from inscl.io import write_parquet
+    from inscl.evaluation.general_ability import run_harness
 
-    table = run_harness(smk.input.model, smk.input.base, smk.params.model, smk.params.general)
-    write_parquet(table, smk.output[0])
+    settings = job_settings(smk)
+    table = run_harness(smk.input.model, smk.input.base, settings["model"], settings["general"])
+    artifacts.write(table, "general", smk.output[0])
 
 
 run_rule(snakemake, main)  # noqa: F821

@@ -1,18 +1,22 @@
 """Rule insinfo: InsInfo of every instruction over the configured pool."""
-import pandas as pd
-
-from inscl.insinfo import compute_insinfo
-from inscl.io import write_parquet
-from inscl.scripting import run_rule
+from inscl.core import artifacts
+from inscl.core.rule import run_rule
+from inscl.core.stages import job_settings
+from inscl.instructions.insinfo import compute_insinfo
 
 
 def main(smk):
-    tags = pd.read_parquet(smk.input.tags)
-    instances = pd.read_parquet(smk.input.instances, columns=["task", "split", "instruction_id"])
+    settings = job_settings(smk)
     table = compute_insinfo(
-        tags, instances, smk.params.orders, smk.params.insinfo["pool"], smk.input.tags, smk.input.instances
+        artifacts.read(smk.input.tags, "tags"),
+        artifacts.read(smk.input.instances, "instances", ["task", "split", "instruction_id"]),
+        list(smk.params.tasks),
+        settings.get("orders", {}),
+        settings["insinfo"]["pool"],
+        smk.input.tags,
+        smk.input.instances,
     )
-    write_parquet(table, smk.output[0])
+    artifacts.write(table, "insinfo", smk.output[0])
 
 
 run_rule(snakemake, main)  # noqa: F821

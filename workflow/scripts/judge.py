@@ -1,26 +1,27 @@
-"""Judge the run's model against the base model on the configured prompt files -> verdicts.parquet."""
-from inscl.scripting import run_rule
+"""Rule judge: the run's model against the base model on the configured prompt sets -> verdicts and win/tie/lose rates."""
+from inscl.core import artifacts, runs
+from inscl.core.hashing import stable_seed
+from inscl.core.rule import run_rule
+from inscl.core.stages import job_settings
 
 
 def main(smk):
-    from inscl.io import stable_seed, write_parquet
-    from inscl.judge import run_judge, summarize_verdicts
+    from inscl.evaluation.judge import run_judge, summarize_verdicts
 
+    settings = job_settings(smk)
+    run = runs.of_path(smk.input.model)
     verdicts = run_judge(
         smk.input.model,
         smk.input.base,
-        smk.params.judge,
-        smk.params.evaluation,
-        smk.params.training["template"],
-        smk.params.model,
-        smk.params.cache_dir,
-        seed=stable_seed("judge", smk.wildcards.run),
+        settings["judge"],
+        settings["evaluation"],
+        settings["training"]["template"],
+        settings["model"],
+        settings["cache_dir"],
+        seed=stable_seed("judge", run.name),
     )
-    write_parquet(verdicts, smk.output[0])
-    summary = summarize_verdicts(verdicts).set_index("set")
-    for name, row in summary.iterrows():
-        print(f"{name}: win {row.win_rate:.1f}% tie {row.tie_rate:.1f}% lose {row.lose_rate:.1f}% "
-              f"(delta {row.delta:+.1f}, n={int(row.n)})")
+    artifacts.write(verdicts, "verdicts", smk.output.verdicts)
+    artifacts.write(summarize_verdicts(verdicts), "judge_summary", smk.output.summary)
 
 
 run_rule(snakemake, main)  # noqa: F821

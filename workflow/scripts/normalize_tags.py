@@ -1,23 +1,24 @@
 """Rule normalize_tags: canonical tags per instruction and the raw -> canonical tag map."""
-import pandas as pd
-
-from inscl.embedding import embed_texts
-from inscl.scripting import run_rule
-from inscl.tags import TAG_MAP_SCHEMA, TAGS_SCHEMA, normalize_tags, write_table
+from inscl.core import artifacts
+from inscl.core.rule import run_rule
+from inscl.core.stages import job_settings
+from inscl.instructions.embed import text_encoder
+from inscl.instructions.normalize_tags import normalize_tags
 
 
 def main(smk):
-    embedding, settings = smk.params.embedding, smk.params.normalize
-
-    def encode(texts):
-        return embed_texts(texts, embedding["model"], smk.params.cache_dir, embedding["batch_size"], embedding["device"])
-
-    tags_raw = pd.read_parquet(smk.input[0])
+    settings = job_settings(smk)
+    normalize = settings["normalize"]
     tags, mapping = normalize_tags(
-        tags_raw, encode, settings["eps"], settings["min_samples"], settings["min_count"], source=smk.input[0]
+        artifacts.read(smk.input[0], "tags_raw"),
+        text_encoder(settings["embedding"], settings["cache_dir"]),
+        normalize["eps"],
+        normalize["min_samples"],
+        normalize["min_count"],
+        source=smk.input[0],
     )
-    write_table(mapping, smk.output.mapping, TAG_MAP_SCHEMA)
-    write_table(tags, smk.output.tags, TAGS_SCHEMA)
+    artifacts.write(mapping, "tag_map", smk.output.mapping)
+    artifacts.write(tags, "tags", smk.output.tags)
 
 
 run_rule(snakemake, main)  # noqa: F821

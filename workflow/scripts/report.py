@@ -1,18 +1,11 @@
-from inscl.report import load_inputs, write_report
-from inscl.scripting import run_rule
+"""Rule report: the HTML report (tables and plots) from the metrics, replay sets and instruction analysis."""
+from inscl.core.rule import run_rule
 
 
 def main(smk):
-    inputs = load_inputs(
-        matrix=smk.input.matrix,
-        per_run=smk.input.per_run,
-        summary=smk.input.summary,
-        distances=smk.input.distances,
-        composition=list(smk.input.composition),
-        tags_raw=smk.input.tags_raw,
-        judge=list(getattr(smk.input, "judge", [])),
-        general=list(getattr(smk.input, "general", [])),
-    )
+    from inscl.report.report import load_inputs, write_report
+
+    inputs = load_inputs({name: smk.input.get(name) for name in smk.input.keys()})
     write_report(
         inputs,
         orders=dict(smk.params.orders),

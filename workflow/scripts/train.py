@@ -1,14 +1,13 @@
-"""Snakemake adapter: rules train_stage, train_multitask, train_single_task -> model/ and train_log.parquet."""
-from pathlib import Path
-
-from inscl.scripting import run_rule
-from inscl.training import TrainJob, epochs_for_stage, replay_file, run_job, run_seed
+"""Rule train (and train_multitask, train_single_task): one training run -> model/ and train_log.parquet."""
+from inscl.core import runs
+from inscl.core.rule import run_rule
+from inscl.core.stages import job_settings
+from inscl.training.train import TrainJob, replay_file, run_job
 
 
 def main(smk):
-    training = dict(smk.params.training)
-    position, n_tasks = smk.params.epoch_slot or (None, None)
-    replay_dir = getattr(smk.input, "replay", None)
+    settings = job_settings(smk)
+    run = runs.of_path(smk.output.model)
     job = TrainJob(
         instances=smk.input.instances,
         tasks=list(smk.params.tasks),
@@ -16,13 +15,13 @@ def main(smk):
         base=smk.input.base,
         output_model=smk.output.model,
         output_log=smk.output.train_log,
-        checkpoints=smk.params.checkpoints,
-        training=training,
-        model=dict(smk.params.model),
-        seed=run_seed(dict(smk.wildcards)),
-        epochs=epochs_for_stage(training["epochs"], position, n_tasks),
-        replay=replay_file(replay_dir, int(smk.params.stage)) if replay_dir else None,
-        label=str(Path(smk.output.model).parent),
+        checkpoints=run.file("checkpoints"),
+        training=settings["training"],
+        model=settings["model"],
+        seed=int(smk.params.seed),
+        epochs=float(smk.params.epochs),
+        replay=replay_file(smk.input.replay, run.stage) if "replay" in smk.input.keys() else None,
+        label=run.name,
     )
     run_job(job)
 

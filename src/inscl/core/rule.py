@@ -1,0 +1,40 @@
+"""Glue for workflow/scripts/*.py: logging to the rule's log, one-line input errors, thread limits."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Callable
+
+from inscl.core.config import ConfigError
+from inscl.core.io import InputError
+
+log = logging.getLogger("inscl")
+
+
+def setup_logging(log_file: str | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True
+    )
+
+
+def run_rule(smk, main: Callable) -> None:
+    """Run `main(smk)` for a Snakemake `script:`; bad input exits 1 with a single line."""
+    setup_logging(smk.log[0] if len(smk.log) else None)
+    threads = max(1, int(getattr(smk, "threads", 1) or 1))
+    torch = sys.modules.get("torch")  # light rules never import torch
+    if torch is not None:
+        torch.set_num_threads(threads)
+    try:
+        main(smk)
+    except (InputError, ConfigError) as e:
+        log.error("%s", e)
+        print(f"inscl error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Exception:
+        log.exception("rule failed")
+        raise

@@ -1,0 +1,550 @@
+"""The workflow's HTML report: one self-contained page of tables and embedded PNG plots.
+
+The report only renders: every number it shows is computed by the stage that owns it (metrics,
+judge rates, Delta R^G, replay composition) and read here through ``inscl.core.artifacts``.
+`load_inputs` reads the artifacts, `build_report` turns them into the page and its figures
+(drawn by ``inscl.report.plots``), `write_report` writes both atomically.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from inscl.core import artifacts
+from inscl.core.io import InputError, atomic_dir, atomic_path
+from inscl.report import plots
+
+log = logging.getLogger(__name__)
+
+# metric -> (column label, higher is better, explanation shown in the page)
+METRICS = {
+    "OP": ("OP", True, "Overall performance: the mean score over all T tasks after the last stage, "
+           "OP = 1/T · Σ<sub>i</sub> R[T][i]."),
+    "BWT": ("BWT", True, "Backward transfer: how the score of each earlier task changed between the stage that "
+            "learned it and the end, BWT = 1/(T−1) · Σ<sub>i&lt;T</sub> (R[T][i] − R[i][i]). "
+            "Negative values mean forgetting."),
+    "FWT": ("FWT", True, "Forward transfer: how much the earlier stages help a task before it is trained, "
+            "FWT = 1/(T−1) · Σ<sub>i≥2</sub> (R[i−1][i] − R[0][i])."),
+    "forgetting": ("Forgetting", False, "Chaudhry's forgetting: the mean drop of each earlier task from its best "
+                   "score to its final score, mean<sub>j&lt;T</sub> (max<sub>l&lt;T</sub> R[l][j] − R[T][j]). "
+                   "Lower is better."),
+    "relative_gain": ("Relative gain (%)", True, "InsCL relative gain after stage i: "
+                      "100/(i−1) · Σ<sub>j&lt;i</sub> R[i][j] / U<sub>j</sub>, where U<sub>j</sub> is the "
+                      "single-task model's score on task j; 100 means as good as a dedicated model on every earlier task. It needs the single_task "
+                      "reference. The table shows it after the last stage, the plot after every stage."),
+    "forgetting_rate": ("Forgetting rate", False, "Forgetting rate of task j: (R[j][j] − R[T][j]) / R[j][j], the "
+                        "share of what was learned on j that is lost by the end (the table shows the mean over tasks). "
+                        "Lower is better."),
+}
+
+# load_inputs key -> artifact it names (`replay` is a list of replay folders, read below)
+INPUTS = {
+    "matrix": "score_matrix",
+    "per_run": "cl_metrics",
+    "summary": "summary",
+    "distances": "distances",
+    "tags_raw": "tags_raw",
+    "judge": "judge_rates",
+    "general": "general_delta",
+}
+REQUIRED_INPUTS = ("matrix", "per_run", "summary")
+# tags_raw also holds the raw LLM answers, which the page does not show
+TAG_COST_COLUMNS = ["instruction_id", "backend", "model", "prompt_version", "prompt_tokens", "completion_tokens",
+                    "cost_usd", "status", "error"]
+COMPOSITION_FILE = "composition.parquet"
+API_BACKENDS_WITHOUT_REQUESTS = {"offline", "file"}
+
+
+@dataclass
+class ReportInputs:
+    score_matrix: pd.DataFrame
+    cl_metrics: pd.DataFrame
+    summary: pd.DataFrame
+    composition: pd.DataFrame  # every replay folder's composition table (empty when nothing is replayed)
+    distances: pd.DataFrame | None = None  # None: not an input, no distance section
+    tags_raw: pd.DataFrame | None = None  # None: no tagging-cost section
+    judge: pd.DataFrame | None = None  # judge_rates; None: judging disabled
+    general: pd.DataFrame | None = None  # general_delta; None: general ability disabled
+
+
+def read_compositions(folders) -> pd.DataFrame:
+    """The composition tables of the replay folders (results/replay/{order}/{method}/seed{seed}/), stacked."""
+    frames = []
+    for folder in folders:
+        path = Path(folder) / COMPOSITION_FILE
+        if not path.is_file():
+            raise InputError(folder, f"replay folder without {COMPOSITION_FILE}")
+        frames.append(artifacts.read(path, "composition"))
+    if not frames:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in artifacts.columns("composition")})
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_inputs(paths: dict) -> ReportInputs:
+    """Read the report's inputs, {key: path, list of paths or None} with the keys of INPUTS plus `replay`
+    (a list of replay folders); matrix, per_run and summary are required, a missing or None optional
+    input leaves its section out."""
+    unknown = sorted(set(paths) - set(INPUTS) - {"replay"})
+    if unknown:
+        raise ValueError(f"unknown report input {unknown[0]!r} (expected {sorted([*INPUTS, 'replay'])})")
+    missing = [key for key in REQUIRED_INPUTS if paths.get(key) is None]
+    if missing:
+        raise ValueError(f"report input {missing[0]!r} is required")
+    frames = {
+        key: artifacts.read(path, INPUTS[key], TAG_COST_COLUMNS if key == "tags_raw" else None)
+        for key, path in paths.items()
+        if key in INPUTS and path is not None
+    }
+    replay = paths.get("replay") or []
+    if isinstance(replay, (str, os.PathLike)):
+        replay = [replay]
+    return ReportInputs(
+        score_matrix=frames["matrix"],
+        cl_metrics=frames["per_run"],
+        summary=frames["summary"],
+        composition=read_compositions(replay),
+        distances=frames.get("distances"),
+        tags_raw=frames.get("tags_raw"),
+        judge=frames.get("judge"),
+        general=frames.get("general"),
+    )
+
+
+# ---------------------------------------------------------------- formatting helpers
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def format_mean_std(mean, std, n_seeds=None, digits: int = 2) -> str:
+    """`12.35 ± 0.40`; the mean alone for one seed or no std; an en dash when missing."""
+    if mean is None or pd.isna(mean):
+        return "–"
+    if std is None or pd.isna(std) or (n_seeds is not None and not pd.isna(n_seeds) and int(n_seeds) <= 1):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def format_number(value, digits: int = 2) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def format_count(value) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{int(value):,}"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", str(text)).strip("_") or "x"
+
+
+def html_table(header: list[str], rows: list[list[str]], numeric_from: int = 1, css: str = "") -> str:
+    """A table from already-escaped cell HTML; columns from `numeric_from` on are right-aligned."""
+    def cell(tag: str, i: int, content: str) -> str:
+        return f'<{tag} class="num">{content}</{tag}>' if i >= numeric_from else f"<{tag}>{content}</{tag}>"
+
+    head = "".join(cell("th", i, content) for i, content in enumerate(header))
+    body = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
+    attribute = f' class="{css}"' if css else ""
+    return f"<table{attribute}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def ordered(preferred: list[str], present) -> list[str]:
+    """`preferred` items that are present, in that order, then the other present items sorted."""
+    present = [str(p) for p in pd.unique(pd.Series(list(present), dtype=object)) if pd.notna(p)]
+    return [p for p in dict.fromkeys(preferred) if p in present] + sorted(p for p in present if p not in preferred)
+
+
+# ---------------------------------------------------------------- the page
+
+
+@dataclass
+class Section:
+    anchor: str
+    title: str
+    body: str
+
+
+class ReportBuilder:
+    """Collects figures (embedded and kept for Snakemake's report) while the sections are built."""
+
+    def __init__(self, inputs: ReportInputs, orders: dict[str, list[str]], methods: list[str], tasks: list[str]):
+        self.inputs, self.orders, self.methods, self.tasks = inputs, orders, list(methods), list(tasks)
+        self.plots: dict[str, bytes] = {}
+
+    def figure(self, section: str, name_parts: list[str], png: bytes, alt: str, caption: str = "") -> str:
+        """Keep the PNG as `<section>--<part>--<part>.png` and return an <img> that embeds it."""
+        self.plots["--".join([section, *map(slug, name_parts)]) + ".png"] = png
+        data = base64.b64encode(png).decode("ascii")
+        text = f"<figcaption>{caption}</figcaption>" if caption else ""
+        return f'<figure><img src="data:image/png;base64,{data}" alt="{esc(alt)}">{text}</figure>'
+
+    # ---- per order
+
+    def methods_table(self, order: str) -> str:
+        summary = self.inputs.summary[self.inputs.summary["order"] == order]
+        if summary.empty:
+            return '<p class="note">No metrics for this order in summary.parquet.</p>'
+        metrics = [m for m in METRICS if summary.loc[summary["metric"] == m, "mean"].notna().any()]
+        metrics += sorted(set(summary["metric"].dropna()) - set(METRICS))
+        methods = ordered(self.methods, list(self.methods) + list(summary["method"]))
+        cells = {(r.method, r.metric): r for r in summary.itertuples(index=False)}
+        best = {}
+        for metric in metrics:
+            values = summary.loc[(summary["metric"] == metric) & summary["mean"].notna()]
+            values = values[values["method"].isin(self.methods)]
+            if len(values) >= 2:
+                higher = METRICS.get(metric, (metric, True))[1]
+                best[metric] = values["mean"].max() if higher else values["mean"].min()
+        rows = []
+        for method in methods:
+            seeds = summary.loc[summary["method"] == method, "n_seeds"]
+            row = [esc(method) + ("" if method in self.methods else ' <span class="tag">reference</span>')]
+            for metric in metrics:
+                record = cells.get((method, metric))
+                if record is None:
+                    row.append("–")
+                    continue
+                digits = 3 if metric == "forgetting_rate" else 2
+                text = esc(format_mean_std(record.mean, record.std, record.n_seeds, digits=digits))
+                if metric in best and method in self.methods and np.isclose(record.mean, best[metric]):
+                    text = f"<strong>{text}</strong>"
+                row.append(text)
+            row.append(format_count(seeds.max()) if seeds.notna().any() else "–")
+            rows.append(row)
+        header = ["method"] + [esc(METRICS.get(m, (m,))[0]) for m in metrics] + ["seeds"]
+        note = (
+            '<p class="note">Mean ± standard deviation over seeds (scores 0-100). Bold: the best continual-learning '
+            "method per column (higher is better except for forgetting and forgetting rate).</p>"
+        )
+        if "relative_gain" not in metrics:
+            note += '<p class="note">No relative gain: the single_task reference was not run.</p>'
+        return html_table(header, rows, css="metrics") + note
+
+    def forgetting_rate_table(self, order: str, order_tasks: list[str]) -> str:
+        rates = self.inputs.cl_metrics
+        rates = rates[(rates["order"] == order) & (rates["metric"] == "forgetting_rate") & rates["value"].notna()]
+        if rates.empty:
+            return ""
+        table = rates.groupby(["method", "task"])["value"].agg(["mean", "std", "count"])
+        tasks = [t for t in order_tasks if t in set(rates["task"])]
+        rows = []
+        for method in ordered(self.methods, rates["method"]):
+            row = [esc(method)]
+            for task in tasks:
+                if (method, task) in table.index:
+                    cell = table.loc[(method, task)]
+                    row.append(esc(format_mean_std(cell["mean"], cell["std"], cell["count"], digits=3)))
+                else:
+                    row.append("–")
+            rows.append(row)
+        return (
+            "<h4>Forgetting rate per task</h4>"
+            + html_table(["method"] + [esc(t) for t in tasks], rows, css="compact")
+        )
+
+    def score_matrices(self, order: str, order_tasks: list[str]) -> str:
+        matrix = self.inputs.score_matrix
+        matrix = matrix[matrix["order"] == order]
+        if matrix.empty:
+            return '<p class="note">No score matrix for this order.</p>'
+        trained = {k: task for k, task in enumerate(order_tasks, start=1)}
+        columns = order_tasks + sorted(set(matrix["task"]) - set(order_tasks))
+        stages = sorted(set(range(len(order_tasks) + 1)) | set(int(s) for s in matrix["stage"].dropna()))
+        figures = []
+        for method in ordered(self.methods, matrix["method"]):
+            rows = matrix[matrix["method"] == method]
+            mean = rows.pivot_table(index="stage", columns="task", values="score", aggfunc="mean")
+            mean = mean.reindex(index=stages, columns=columns)
+            n_seeds = rows["seed"].nunique()
+            title = f"{method} · order {order} · mean of {n_seeds} seed{'s' if n_seeds != 1 else ''}"
+            png = plots.score_matrix_heatmap(mean, trained, title)
+            figures.append(self.figure("score_matrix", [order, method], png, f"score matrix of {method}"))
+        return (
+            '<p class="note">R[k][i]: rows are training stages (0 = the base model), columns the tasks in training '
+            "order. The outlined cell is the task trained in that stage; cells above it measure forward transfer, "
+            "cells below it what is kept of the task. Grey = not evaluated.</p>"
+            + f'<div class="grid">{"".join(figures)}</div>'
+        )
+
+    def forgetting_section(self, order: str, order_tasks: list[str]) -> str:
+        matrix = self.inputs.score_matrix
+        matrix = matrix[matrix["order"] == order]
+        if matrix.empty:
+            return ""
+        curves = matrix.groupby(["method", "task", "stage"], as_index=False)["score"].agg(["mean", "std"])
+        png = plots.forgetting_curves(
+            curves, [t for t in order_tasks if t in set(matrix["task"])], ordered(self.methods, matrix["method"]),
+            f"Score of each task across stages · order {order}",
+        )
+        return self.figure(
+            "forgetting", [order], png, f"forgetting curves for order {order}",
+            "Each panel is one task: its score after every stage, one line per method (band: ±1 std over seeds). "
+            "The dotted line marks the stage that trains the task; a falling line after it is forgetting.",
+        )
+
+    def relative_gain_section(self, order: str, order_tasks: list[str]) -> str:
+        gains = self.inputs.cl_metrics
+        gains = gains[(gains["order"] == order) & (gains["metric"] == "relative_gain") & gains["value"].notna()]
+        if gains.empty:
+            return ""
+        curves = gains.groupby(["method", "stage"], as_index=False)["value"].agg(["mean", "std"])
+        png = plots.relative_gain_curves(
+            curves, ordered(self.methods, gains["method"]), len(order_tasks), f"Relative gain · order {order}"
+        )
+        return self.figure(
+            "relative_gain", [order], png, f"relative gain for order {order}",
+            "InsCL relative gain on the earlier tasks after each stage (100 = the single-task models).",
+        )
+
+    def composition_section(self, order: str, order_tasks: list[str]) -> str:
+        composition = self.inputs.composition
+        composition = composition[composition["order"] == order]
+        if composition.empty:
+            return '<p class="note">No replay composition for this order.</p>'
+        methods = ordered(self.methods, list(self.methods) + list(composition["method"]))
+        title = f"Replayed examples per stage · order {order}"
+        png = plots.replay_composition(composition, methods, order_tasks, title)
+        return self.figure(
+            "composition", [order], png, f"replay composition for order {order}",
+            "Examples replayed at each stage (x label: stage and the task it trains), stacked by the earlier task "
+            "they come from, averaged over seeds.",
+        )
+
+    def order_sections(self) -> list[Section]:
+        sections = []
+        items = list(self.orders.items())
+        for order, order_tasks in tqdm(items, desc="report: orders", disable=len(items) < 2):
+            anchor = f"order-{slug(order)}"
+            body = (
+                f'<p class="order">{" → ".join(esc(t) for t in order_tasks)}</p>'
+                + "<h3>Methods × metrics</h3>" + self.methods_table(order)
+                + self.forgetting_rate_table(order, order_tasks)
+                + self.relative_gain_section(order, order_tasks)
+                + "<h3>Score matrices</h3>" + self.score_matrices(order, order_tasks)
+                + "<h3>Forgetting curves</h3>" + self.forgetting_section(order, order_tasks)
+                + "<h3>Replay composition</h3>" + self.composition_section(order, order_tasks)
+            )
+            sections.append(Section(anchor, f"Order {esc(order)}", body))
+        return sections
+
+    # ---- shared sections
+
+    def distance_section(self) -> Section:
+        distances = self.inputs.distances
+        if distances.empty:
+            return Section("distances", "Task distances", '<p class="note">No task distances.</p>')
+        in_orders = list(dict.fromkeys(t for ts in self.orders.values() for t in ts))
+        tasks = ordered(in_orders + self.tasks, pd.concat([distances["task_a"], distances["task_b"]]))
+        png = plots.distance_heatmap(distances, tasks, "Task distances (row → column)")
+        solvers = ", ".join(esc(s) for s in sorted(distances["solver"].dropna().unique()))
+        not_converged = not distances["converged"].fillna(False).astype(bool).all()
+        caption = (
+            "Wasserstein distance between the instruction embeddings of two tasks (cost 1 − cosine). InsCL gives "
+            "an earlier task more replay the farther it is from the current task."
+            + (f" Solver: {solvers}." if solvers else "")
+            + (" * marks a solve that did not converge." if not_converged else "")
+        )
+        return Section("distances", "Task distances", self.figure("distances", ["all"], png, "task distances", caption))
+
+    def tagging_cost(self) -> str:
+        tags = self.inputs.tags_raw
+        if tags.empty:
+            return '<p class="note">No tagging records.</p>'
+        tags = tags.assign(**{column: tags[column].fillna("–").astype(str) for column in ["model", "prompt_version"]})
+        rows = []
+        for (backend, model, version), group in tags.groupby(["backend", "model", "prompt_version"], sort=True):
+            status = group["status"].value_counts()
+            calls = int(status.get("ok", 0) + status.get("failed", 0))
+            if backend in API_BACKENDS_WITHOUT_REQUESTS:
+                calls = 0
+            rows.append([
+                esc(backend), esc(model), esc(version), format_count(len(group)), format_count(status.get("ok", 0)),
+                format_count(status.get("failed", 0)), format_count(status.get("skipped_budget", 0)),
+                format_count(calls), format_count(group["prompt_tokens"].sum(min_count=1)),
+                format_count(group["completion_tokens"].sum(min_count=1)),
+                format_number(group["cost_usd"].sum(min_count=1), digits=4),
+            ])
+        header = ["backend", "model", "prompt version", "instructions", "ok", "failed", "skipped (budget)",
+                  "requests", "prompt tokens", "completion tokens", "cost (USD)"]
+        body = html_table(header, rows, numeric_from=3)
+        body += (
+            '<p class="note">Requests: instructions sent to the API (answered, or failed after the retries), '
+            "responses served from the cache included; the offline and file backends make none.</p>"
+        )
+        failed = tags[tags["status"] != "ok"]
+        if not failed.empty:
+            errors = failed["error"].fillna(failed["status"]).astype(str).value_counts().head(5)
+            body += "<h4>Most frequent failures</h4>" + html_table(
+                ["error", "instructions"], [[esc(e), format_count(n)] for e, n in errors.items()]
+            )
+        return body
+
+    def cost_section(self) -> Section:
+        return Section("cost", "Tagging cost", self.tagging_cost())
+
+    def judge_section(self) -> Section:
+        rates = self.inputs.judge
+        # a run judged on one prompt set: its "all" row repeats that set's row
+        sets = rates[rates["set"] != "all"].groupby("run")["set"].nunique()
+        shown = rates[(rates["set"] != "all") | (rates["run"].map(sets).fillna(0) != 1)]
+        shown = shown.sort_values("run", kind="stable").reset_index(drop=True)
+        rows = [
+            [esc(r.run), esc(r.set), format_count(r.n), format_number(r.win_rate, 1), format_number(r.tie_rate, 1),
+             format_number(r.lose_rate, 1), "–" if pd.isna(r.delta) else f"{r.delta:+.1f}"]
+            for r in shown.itertuples(index=False)
+        ]
+        body = (
+            '<p class="note">The final model of each chain against the base model, judged pairwise by an LLM judge, '
+            "each pair twice with the answer positions swapped. Rates in % of the judged prompts; "
+            "Δ = win − lose.</p>"
+            + html_table(["run", "set", "prompts", "win %", "tie %", "lose %", "Δ"], rows, numeric_from=2)
+        )
+        if shown.empty:
+            body += '<p class="note">No judged runs.</p>'
+        else:
+            png = plots.outcome_bars(shown, "Judged outcomes against the base model")
+            body += self.figure("judge", ["outcomes"], png, "judged win/tie/lose rates")
+        return Section("judge", "Instruction following and safety (judge)", body)
+
+    def general_section(self) -> Section:
+        deltas = self.inputs.general.sort_values(["run", "task"], kind="stable")
+        if deltas.empty:
+            body = '<p class="note">No general-ability results.</p>'
+            return Section("general", "General ability (lm-evaluation-harness)", body)
+        rows = [
+            [esc(r.run), esc(r.task), esc(r.metric), format_number(r.before), format_number(r.after),
+             format_number(r.delta)]
+            for r in deltas.itertuples(index=False)
+        ]
+        body = (
+            '<p class="note">Each task\'s headline metric (scores 0-100) for the base model (before) and the final '
+            "model (after); Δ = after − before.</p>"
+            + html_table(["run", "task", "metric", "before (base)", "after", "Δ"], rows, numeric_from=3)
+        )
+        overall = deltas.groupby("run", sort=True)["delta"].mean()
+        body += (
+            "<h4>ΔR<sup>G</sup></h4>"
+            + '<p class="note">ΔR<sup>G</sup>: the mean of Δ over the tasks of the table above.</p>'
+            + html_table(["run", "ΔR<sup>G</sup>"], [[esc(run), format_number(v)] for run, v in overall.items()])
+        )
+        return Section("general", "General ability (lm-evaluation-harness)", body)
+
+    def metric_glossary(self) -> Section:
+        items = "".join(f"<dt>{esc(label)}</dt><dd>{text}</dd>" for label, _, text in METRICS.values())
+        body = (
+            '<p class="note">R[k][i] is the score (0-100) on task i\'s test set after training stage k '
+            "(k = 0 is the base model), for T tasks. Every metric is computed per seed from this matrix, then "
+            f"averaged.</p><dl>{items}</dl>"
+        )
+        return Section("metrics", "What the metrics mean", body)
+
+    def build(self) -> str:
+        """The page; the distance, tagging-cost, judge and general sections only when their input was given."""
+        sections = [self.metric_glossary(), *self.order_sections()]
+        optional = [
+            (self.inputs.distances, self.distance_section),
+            (self.inputs.tags_raw, self.cost_section),
+            (self.inputs.judge, self.judge_section),
+            (self.inputs.general, self.general_section),
+        ]
+        sections += [section() for given, section in optional if given is not None]
+        return render_page(sections, self.orders, self.methods, self.inputs)
+
+
+def render_page(sections: list[Section], orders, methods, inputs: ReportInputs) -> str:
+    seeds = sorted(inputs.score_matrix["seed"].dropna().unique().tolist())
+    facts = [
+        ("orders", ", ".join(esc(o) for o in orders)),
+        ("methods", ", ".join(esc(m) for m in methods)),
+        ("seeds", ", ".join(esc(s) for s in seeds) or "–"),
+        ("tasks", format_count(len({t for ts in orders.values() for t in ts}))),
+    ]
+    header = "".join(f"<span><b>{name}</b> {value}</span>" for name, value in facts)
+    nav = "".join(f'<a href="#{s.anchor}">{s.title}</a>' for s in sections)
+    body = "".join(f'<section id="{s.anchor}"><h2>{s.title}</h2>{s.body}</section>' for s in sections)
+    return PAGE.format(style=STYLE, facts=header, nav=nav, body=body)
+
+
+STYLE = """
+:root { --ink:#1d2330; --muted:#5b6475; --line:#dde1e8; --accent:#2f6fb3; --bg:#f6f7f9; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--ink);
+       background:var(--bg); }
+header { background:#fff; border-bottom:1px solid var(--line); padding:18px 32px 10px; }
+header h1 { margin:0 0 6px; font-size:22px; }
+.facts span { margin-right:22px; color:var(--muted); font-size:14px; }
+.facts b { color:var(--ink); font-weight:600; margin-right:4px; }
+nav { position:sticky; top:0; z-index:2; background:#fff; border-bottom:1px solid var(--line); padding:8px 32px; }
+nav a { color:var(--accent); text-decoration:none; margin-right:18px; font-size:14px; }
+main { max-width:1280px; margin:0 auto; padding:8px 32px 48px; }
+section { background:#fff; border:1px solid var(--line); border-radius:8px; padding:8px 24px 20px; margin:20px 0; }
+h2 { font-size:19px; margin:14px 0 8px; } h3 { font-size:16px; margin:22px 0 6px; }
+h4 { font-size:14px; margin:16px 0 4px; }
+.order { font-family:ui-monospace,Menlo,Consolas,monospace; color:var(--muted); }
+table { border-collapse:collapse; margin:8px 0; font-size:14px; }
+th, td { padding:5px 12px; border-bottom:1px solid var(--line); text-align:left; white-space:nowrap; }
+th { background:#eef1f5; font-weight:600; }
+td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
+tbody tr:nth-child(even) { background:#fafbfc; }
+table.compact td, table.compact th { padding:3px 9px; font-size:13px; }
+.note { color:var(--muted); font-size:13px; margin:4px 0; }
+.tag { font-size:11px; color:var(--muted); border:1px solid var(--line); border-radius:4px; padding:0 4px; }
+.grid { display:flex; flex-wrap:wrap; gap:14px; }
+figure { margin:10px 0; } figure img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:4px; }
+figcaption { color:var(--muted); font-size:13px; max-width:900px; }
+dl { display:grid; grid-template-columns:max-content 1fr; gap:6px 18px; font-size:14px; }
+dt { font-weight:600; } dd { margin:0; }
+"""
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>inscl report</title>
+<style>{style}</style>
+</head>
+<body>
+<header><h1>inscl · continual instruction tuning report</h1><div class="facts">{facts}</div></header>
+<nav>{nav}</nav>
+<main>{body}</main>
+</body>
+</html>
+"""
+
+
+def build_report(
+    inputs: ReportInputs, orders: dict[str, list[str]], methods: list[str], tasks: list[str]
+) -> tuple[str, dict[str, bytes]]:
+    """Return the page's HTML and its figures as {file name: PNG bytes}."""
+    builder = ReportBuilder(inputs, orders, methods, tasks)
+    page = builder.build()
+    return page, builder.plots
+
+
+def write_report(
+    inputs: ReportInputs, orders: dict[str, list[str]], methods: list[str], tasks: list[str], html_path, plots_dir
+) -> None:
+    """Write index.html and the plots folder; a failure leaves neither half-written."""
+    page, figures = build_report(inputs, orders, methods, tasks)
+    # The page and the plots folder are each replaced atomically.
+    with atomic_dir(plots_dir) as staging:
+        for name, png in figures.items():
+            (staging / name).write_bytes(png)
+        with atomic_path(html_path, ".html") as tmp:
+            tmp.write_text(page, encoding="utf-8")
+    log.info("wrote %s (%d figures, %.0f kB)", html_path, len(figures), len(page) / 1024)

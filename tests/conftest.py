@@ -1,8 +1,10 @@
 """Shared fixtures. The OpenAI-compatible server is a real HTTP server on 127.0.0.1 (tests/openai_server.py)."""
 import secrets
+import shutil
 
 import pytest
 from openai_server import OpenAIServer
+from workflow import TEST_CONFIG, copy_checkout, snakemake
 
 
 @pytest.fixture
@@ -41,3 +43,22 @@ def endpoint(openai_server):
         "batch_poll_s": 0.05,
         "batch_timeout_s": 30.0,
     }
+
+
+@pytest.fixture(scope="session")
+def finished_test_run(tmp_path_factory):
+    """The .test config run to the end once per session, in a copy of the checkout that tests may
+    edit (workdir = checkout). Tests that change files work on `fresh_copy_of_finished_run`."""
+    workdir = tmp_path_factory.mktemp("finished_test_run")
+    copy_checkout(workdir)
+    shutil.copy(TEST_CONFIG, workdir / "config.yaml")
+    snakemake(workdir, snakefile=workdir / "Snakefile")
+    return workdir
+
+
+@pytest.fixture
+def fresh_copy_of_finished_run(finished_test_run, tmp_path):
+    """A private copy of the finished run (results, metadata and code), for tests that edit it."""
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_test_run, workdir, symlinks=True)
+    return workdir

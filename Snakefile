@@ -11,7 +11,6 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from inscl.core.config import ConfigError, validate_config
 
-
 # The embedded demo, unless --configfile names an experiment (which then replaces it).
 if not workflow.configfiles:
 
@@ -19,11 +18,7 @@ if not workflow.configfiles:
 
 
 try:
-    config.update(
-        validate_config(
-            dict(config), source=", ".join(map(str, workflow.configfiles)) or "config"
-        )
-    )
+    config.update(validate_config(dict(config), source=", ".join(map(str, workflow.configfiles)) or "config"))
 except ConfigError as error:
     sys.exit(f"inscl: {error}")
 
@@ -38,6 +33,6 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/report/index.html",
-    default_target: True

@@ -7,6 +7,7 @@ The grid's SuperNI path points at the fixture task files (a dry run reads no dat
 is what a user waits; CPU time (user+sys of snakemake) is what the machine spends, and stays
 meaningful when other processes share the CPUs. --profile adds a cProfile of one grid dry run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,20 @@ def timed(argv: list[str], cwd: Path) -> tuple[float, float, str]:
 
 
 def dry_run_argv(workdir: Path) -> list[str]:
-    return [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), "-n", "--quiet", "rules", "--cores", "1"]
+    return [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "-n",
+        "--quiet",
+        "rules",
+        "--cores",
+        "1",
+    ]
 
 
 def job_count(output: str) -> int:
@@ -108,7 +121,11 @@ def main() -> None:
         root = Path(tmp)
         grid, demo = grid_workdir(root), demo_workdir(root)
         rows = [
-            ("snakemake --version (start-up)", *measure("version", [*SNAKEMAKE, "--version"], root, args.repeat)[:2], None),
+            (
+                "snakemake --version (start-up)",
+                *measure("version", [*SNAKEMAKE, "--version"], root, args.repeat)[:2],
+                None,
+            ),
         ]
         wall, cpu, out = measure("demo", dry_run_argv(demo), demo, args.repeat)
         rows.append(("demo config.yaml: snakemake -n", wall, cpu, job_count(out)))

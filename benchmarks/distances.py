@@ -3,6 +3,7 @@ exactly (our sized, checked cap vs POT's default cap) and with entropic Sinkhorn
 
     .venv/bin/python benchmarks/distances.py [--tasks 16 --instructions 50 --points 5000 --dim 384]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,11 @@ def main() -> None:
     start = time.perf_counter()
     table = task_distances(point_sets)
     seconds = time.perf_counter() - start
-    print(f"{args.tasks} tasks x {args.instructions} instructions: {len(table)} ordered pairs "
-          f"({len(table) // 2} solves) in {seconds:.2f} s, all converged: {bool(table['converged'].all())}, "
-          f"W1 range {table['distance'].min():.4f}..{table['distance'].max():.4f}")
+    print(
+        f"{args.tasks} tasks x {args.instructions} instructions: {len(table)} ordered pairs "
+        f"({len(table) // 2} solves) in {seconds:.2f} s, all converged: {bool(table['converged'].all())}, "
+        f"W1 range {table['distance'].min():.4f}..{table['distance'].max():.4f}"
+    )
 
     (x, y), _ = clustered_sets(2, args.points, args.dim, 1)
     n = args.points
@@ -55,13 +58,19 @@ def main() -> None:
         default_value, default_log = ot.emd2(uniform, uniform, cost, log=True)
     default_seconds = time.perf_counter() - start
     exact = wasserstein(x, y)
-    print(f"  POT emd2, default cap 100,000  : W1 = {default_value:.6f}  {default_seconds:7.2f} s  "
-          f"result_code {default_log['result_code']} ({'optimal' if default_log['result_code'] == 1 else 'NOT converged'})")
-    print(f"  ours, emd (cap {exact.max_iter:,}) : W1 = {exact.distance:.6f}  {exact.seconds:7.2f} s  converged {exact.converged}")
+    print(
+        f"  POT emd2, default cap 100,000  : W1 = {default_value:.6f}  {default_seconds:7.2f} s  "
+        f"result_code {default_log['result_code']} ({'optimal' if default_log['result_code'] == 1 else 'NOT converged'})"
+    )
+    print(
+        f"  ours, emd (cap {exact.max_iter:,}) : W1 = {exact.distance:.6f}  {exact.seconds:7.2f} s  converged {exact.converged}"
+    )
     for reg in args.regs:
         entropic = wasserstein(x, y, solver="sinkhorn", reg=reg)
-        print(f"  ours, {entropic.solver} reg {reg:<6}: W1 = {entropic.distance:.6f}  {entropic.seconds:7.2f} s  "
-              f"{entropic.n_iter} iterations, error vs exact {entropic.distance - exact.distance:+.6f}")
+        print(
+            f"  ours, {entropic.solver} reg {reg:<6}: W1 = {entropic.distance:.6f}  {entropic.seconds:7.2f} s  "
+            f"{entropic.n_iter} iterations, error vs exact {entropic.distance - exact.distance:+.6f}"
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ texts, and the encode calls made on a rerun.
 
     .venv/bin/python benchmarks/embedding.py [--instances 50000] [--unique 500] [--repeats 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,13 +88,17 @@ def main() -> None:
         rerun = time.perf_counter() - start
         stats = embedding.cache_stats()
 
-    print(f"instances: {len(frame)}, unique instructions: {len(unique_texts)}, device: {model.device}, best of {args.repeats}")
+    print(
+        f"instances: {len(frame)}, unique instructions: {len(unique_texts)}, device: {model.device}, best of {args.repeats}"
+    )
     print(f"{'path':<48}{'seconds':>10}")
     print(f"{'raw SentenceTransformer.encode (unique texts)':<48}{raw:>10.2f}")
     print(f"{'embed_instructions, cold cache':<48}{ours:>10.2f}")
     print(f"{'ratio ours / raw (target <= 1.10)':<48}{ours / raw:>10.2f}")
     print(f"{'embed_instructions, rerun (warm cache)':<48}{rerun:>10.2f}")
-    print(f"encode calls on rerun: {stats['encode_calls']} (target 0), texts encoded: {stats['encoded_texts']}, cache hits: {stats['cache_hits']}")
+    print(
+        f"encode calls on rerun: {stats['encode_calls']} (target 0), texts encoded: {stats['encoded_texts']}, cache hits: {stats['cache_hits']}"
+    )
 
 
 if __name__ == "__main__":

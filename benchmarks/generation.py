@@ -7,6 +7,7 @@
 Prints tokens/s of both ways side by side and checks that greedy outputs are identical.
 On a machine with CUDA the model runs on the GPU (bf16 where supported).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,13 +16,15 @@ import time
 
 import torch
 
+from inscl.core.prompts import build_prompt, encode_prompt
 from inscl.evaluation.generate import GenerationSettings, generate_ids
 from inscl.training.base_model import build_tiny_model, train_tokenizer
 from inscl.training.models import inference_dtype, load_for_inference, pick_device
-from inscl.core.prompts import build_prompt, encode_prompt
 
-WORDS = ("the model reads a short review and decides whether it is positive negative or neutral about the film "
-         "plot acting music numbers add subtract reverse letters sort words topic sports politics science").split()
+WORDS = (
+    "the model reads a short review and decides whether it is positive negative or neutral about the film "
+    "plot acting music numbers add subtract reverse letters sort words topic sports politics science"
+).split()
 
 
 def make_prompts(n: int, seed: int) -> list[str]:
@@ -39,8 +42,14 @@ def build_model(args, prompts):
     if args.model:
         return load_for_inference(args.model, args.model, {"trust_remote_code": False}, device=str(device))
     tokenizer = train_tokenizer(prompts * 2, args.vocab, 1024)
-    tiny = dict(layers=args.layers, hidden_size=args.hidden, heads=max(1, args.hidden // 32),
-                intermediate_size=2 * args.hidden, max_position_embeddings=1024, seed=0)
+    tiny = dict(
+        layers=args.layers,
+        hidden_size=args.hidden,
+        heads=max(1, args.hidden // 32),
+        intermediate_size=2 * args.hidden,
+        max_position_embeddings=1024,
+        seed=0,
+    )
     model = build_tiny_model(tiny, tokenizer).to(device=device, dtype=inference_dtype(device)).eval()
     tokenizer.padding_side = "left"
     return model, tokenizer
@@ -85,10 +94,14 @@ def main():
     ids = [encode_prompt(tokenizer, p) for p in prompts]
     lengths = [len(i) for i in ids]
     device = next(model.parameters()).device
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'})"
-          f", dtype {next(model.parameters()).dtype}, {model.num_parameters() / 1e6:.2f}M parameters")
-    print(f"{len(ids)} prompts, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}), "
-          f"max_new_tokens {args.max_new_tokens}, greedy, KV cache")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'})"
+        f", dtype {next(model.parameters()).dtype}, {model.num_parameters() / 1e6:.2f}M parameters"
+    )
+    print(
+        f"{len(ids)} prompts, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}), "
+        f"max_new_tokens {args.max_new_tokens}, greedy, KV cache"
+    )
 
     warmup = GenerationSettings(max_new_tokens=4, batch_size=args.batch_size)
     generate_ids(model, tokenizer, ids[: args.batch_size], warmup, progress=False)
@@ -101,8 +114,10 @@ def main():
     print(f"{'generated tokens':32}{sum(len(t) for t in single):12d}{n_tokens:26d}")
     print(f"{'tokens/s':32}{sum(len(t) for t in single) / t_single:12.1f}{n_tokens / t_batched:26.1f}")
     print(f"speed-up x{t_single / t_batched:.2f}; identical greedy outputs: {batched == single}")
-    print(f"prompt padding share at batch {args.batch_size}: length-sorted {padding_share(lengths, args.batch_size, True):.1%}"
-          f", unsorted {padding_share(lengths, args.batch_size, False):.1%}")
+    print(
+        f"prompt padding share at batch {args.batch_size}: length-sorted {padding_share(lengths, args.batch_size, True):.1%}"
+        f", unsorted {padding_share(lengths, args.batch_size, False):.1%}"
+    )
 
 
 if __name__ == "__main__":

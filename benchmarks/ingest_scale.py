@@ -6,6 +6,7 @@ Writes synthetic SuperNI task files (16 categories) to a temporary folder, inges
 16-category grouping, and times assign_splits against the obvious per-task loop that sorts each
 task's ids by hash and assigns the split row by row with .loc.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from inscl.data.ingest import assign_splits, ingest
 from inscl.core.hashing import stable_seed
+from inscl.data.ingest import assign_splits, ingest
 
 
 def write_tasks(root: Path, n_tasks: int, per_task: int) -> None:
@@ -61,8 +62,10 @@ def main(n_tasks: int = 200, per_task: int = 1000) -> None:
         start = time.perf_counter()
         instances, tasks = ingest(data)
         total = time.perf_counter() - start
-        print(f"ingest: {n_tasks} task files, {len(instances):,} instances, {len(tasks)} experiment tasks "
-              f"in {total:.2f} s ({len(instances) / total:,.0f} instances/s)")
+        print(
+            f"ingest: {n_tasks} task files, {len(instances):,} instances, {len(tasks)} experiment tasks "
+            f"in {total:.2f} s ({len(instances) / total:,.0f} instances/s)"
+        )
 
         unsplit = instances.assign(split=None).astype({"split": object})
         start = time.perf_counter()
@@ -73,8 +76,10 @@ def main(n_tasks: int = 200, per_task: int = 1000) -> None:
         naive = naive_splits(sample, 0.2, 0)
         naive_s = (time.perf_counter() - start) * len(unsplit) / len(sample)
         assert (naive["split"] == ours.loc[sample.index, "split"]).all()
-        print(f"split {len(unsplit):,} rows: ours {ours_s:.2f} s | naive per-task loop {naive_s:.2f} s "
-              f"(extrapolated from {len(sample):,} rows) | speed-up {naive_s / ours_s:.0f}x")
+        print(
+            f"split {len(unsplit):,} rows: ours {ours_s:.2f} s | naive per-task loop {naive_s:.2f} s "
+            f"(extrapolated from {len(sample):,} rows) | speed-up {naive_s / ours_s:.0f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the reference code), side by side.
 The list-based run stops at --reference-limit seconds; its time is then extrapolated from the
 stages it finished and labelled as such.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,13 @@ def synthetic(n_tasks: int, n_instructions: int, n_examples: int, seed: int = 0)
         instruction = np.repeat([f"{task}-i{k:03d}" for k in range(n_instructions)], per_instruction)
         frames.append(pd.DataFrame({"task": task, "instruction_id": instruction}))
         insinfo.append(
-            pd.DataFrame({"task": task, "instruction_id": [f"{task}-i{k:03d}" for k in range(n_instructions)],
-                          "insinfo": rng.gamma(4.0, 2.0, n_instructions)})
+            pd.DataFrame(
+                {
+                    "task": task,
+                    "instruction_id": [f"{task}-i{k:03d}" for k in range(n_instructions)],
+                    "insinfo": rng.gamma(4.0, 2.0, n_instructions),
+                }
+            )
         )
     instances = pd.concat(frames, ignore_index=True)
     instances["split"] = "train"
@@ -53,12 +59,16 @@ def synthetic(n_tasks: int, n_instructions: int, n_examples: int, seed: int = 0)
     instances["source"], instances["source_task"], instances["source_file"] = "synthetic", instances["task"], "-"
     insinfo = pd.concat(insinfo, ignore_index=True).assign(order=None, stage=None, n_tags=3)
     upper = rng.uniform(0.2, 1.0, (n_tasks, n_tasks))
-    pairs = [(a, b, float(upper[min(i, j), max(i, j)])) for i, a in enumerate(tasks) for j, b in enumerate(tasks) if i != j]
+    pairs = [
+        (a, b, float(upper[min(i, j), max(i, j)])) for i, a in enumerate(tasks) for j, b in enumerate(tasks) if i != j
+    ]
     distances = pd.DataFrame(pairs, columns=["task_a", "task_b", "distance"])
     return tasks, instances, insinfo, distances
 
 
-def reference_inscl(examples: list[dict], tasks, insinfo: dict, distances: dict, replay_per_task: int, seed: int, limit: float):
+def reference_inscl(
+    examples: list[dict], tasks, insinfo: dict, distances: dict, replay_per_task: int, seed: int, limit: float
+):
     """InsCL replay, list based: pools and instruction groups found by scanning lists, duplicates
     avoided with `in`, trimming with `remove`. Returns ({(stage, task): n}, finished stages, seconds)."""
     rnd = random.Random(seed)
@@ -114,8 +124,10 @@ def main() -> None:
 
     tasks, instances, insinfo, distances = synthetic(args.tasks, args.instructions, args.examples)
     settings = ReplaySettings(replay_per_task=args.replay_per_task)
-    print(f"{args.tasks} tasks x {args.instructions} instructions x {args.examples} training examples "
-          f"({len(instances):,} instances), replay_per_task {args.replay_per_task}, {args.tasks - 1} replay stages")
+    print(
+        f"{args.tasks} tasks x {args.instructions} instructions x {args.examples} training examples "
+        f"({len(instances):,} instances), replay_per_task {args.replay_per_task}, {args.tasks - 1} replay stages"
+    )
 
     start = time.perf_counter()
     data = ReplayData.from_frames(instances, tasks, distances, insinfo)
@@ -125,23 +137,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         write_replay(frames, Path(folder) / "seed0", INSTANCE_SCHEMA)
     written = time.perf_counter() - start
-    ours = {(stage, task): n for stage, frame in enumerate(frames, 1) for task, n in frame.groupby("task").size().items()}
-    print(f"vectorised inscl : index pools {indexed:6.2f} s | all stages {built:6.2f} s | + write parquet {written:6.2f} s"
-          f"  (target < 5 s)  replayed {sum(len(f) for f in frames):,} rows")
+    ours = {
+        (stage, task): n for stage, frame in enumerate(frames, 1) for task, n in frame.groupby("task").size().items()
+    }
+    print(
+        f"vectorised inscl : index pools {indexed:6.2f} s | all stages {built:6.2f} s | + write parquet {written:6.2f} s"
+        f"  (target < 5 s)  replayed {sum(len(f) for f in frames):,} rows"
+    )
 
     examples = instances[["task", "instance_id", "instruction_id", "instruction", "input"]].to_dict("records")
     scores = dict(zip(zip(insinfo["task"], insinfo["instruction_id"]), insinfo["insinfo"]))
     pairs = dict(zip(zip(distances["task_a"], distances["task_b"]), distances["distance"]))
-    counts, finished, seconds = reference_inscl(examples, tasks, scores, pairs, args.replay_per_task, 0, args.reference_limit)
+    counts, finished, seconds = reference_inscl(
+        examples, tasks, scores, pairs, args.replay_per_task, 0, args.reference_limit
+    )
     if finished == len(tasks):
         print(f"list-based inscl : all stages {seconds:6.2f} s  -> {seconds / built:.0f}x slower")
     else:
         done = sum(stage - 1 for stage in range(2, finished + 1))
         total = sum(stage - 1 for stage in range(2, len(tasks) + 1))
         estimate = seconds * total / max(done, 1)
-        print(f"list-based inscl : stopped at the {args.reference_limit:.0f} s limit after stage {finished} "
-              f"({done} of {total} task selections) in {seconds:.1f} s; extrapolated all stages ~{estimate:.0f} s "
-              f"-> ~{estimate / built:.0f}x slower")
+        print(
+            f"list-based inscl : stopped at the {args.reference_limit:.0f} s limit after stage {finished} "
+            f"({done} of {total} task selections) in {seconds:.1f} s; extrapolated all stages ~{estimate:.0f} s "
+            f"-> ~{estimate / built:.0f}x slower"
+        )
     agree = all(ours.get(key, 0) == n for key, n in counts.items())
     print(f"per-(stage, task) quotas agree between the two: {agree} ({len(counts)} compared)")
     sys.exit(0 if agree else 1)

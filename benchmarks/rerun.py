@@ -8,6 +8,7 @@ and says so. CPU time (user+sys of snakemake) is printed beside wall time becaus
 grows with whatever else shares the CPUs. --imports lists the slowest imports of a no-op run
 (python -X importtime): modules that rule files import at parse time are paid on every run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 from dag import ENV, SNAKEMAKE, timed  # benchmarks/ is on sys.path when run as a script
+
+REPO = Path(__file__).resolve().parents[1]
+
 REPORT = "results/report/index.html"
 # Artifacts of the default workflow, upstream first (docs/artifacts.md).
 ARTIFACTS = [
@@ -47,8 +50,9 @@ def targets(workdir: Path) -> list[str]:
 
 def slowest_imports(argv: list[str], workdir: Path, top: int = 10) -> list[tuple[float, str]]:
     """The top-level imports of a run with the most cumulative time, in seconds."""
-    result = subprocess.run([sys.executable, "-X", "importtime", *argv[1:]], cwd=workdir, capture_output=True,
-                            text=True, env=ENV)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv[1:]], cwd=workdir, capture_output=True, text=True, env=ENV
+    )
     rows = []
     for line in result.stderr.splitlines():
         parts = line.removeprefix("import time:").split("|")
@@ -87,8 +91,10 @@ def main() -> None:
     print(f"{'no-op snakemake --cores all':34} {median(noop, 0):8.2f} {median(noop, 1):8.2f}")
     ratio_wall = median(noop, 0) / median(version, 0)
     ratio_cpu = median(noop, 1) / median(version, 1)
-    print(f"no-op / start-up: {ratio_wall:.2f}x wall, {ratio_cpu:.2f}x CPU (target < 2x: "
-          f"{'met' if ratio_wall < 2 else 'MISSED'})")
+    print(
+        f"no-op / start-up: {ratio_wall:.2f}x wall, {ratio_cpu:.2f}x CPU (target < 2x: "
+        f"{'met' if ratio_wall < 2 else 'MISSED'})"
+    )
     if args.imports:
         print("slowest top-level imports of a no-op run (cumulative s):")
         for seconds, module in slowest_imports(rerun, workdir):

@@ -4,6 +4,7 @@ and the requests made on a rerun.
 
     .venv/bin/python benchmarks/tagging.py [--instructions 1000] [--latency 0.1] [--concurrency 16]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,14 @@ def server_stats(base_url: str) -> dict:
 
 
 def run(frame: pd.DataFrame, base_url: str, concurrency: int, cache: str) -> tuple[float, int, dict]:
-    endpoint = {"model": "gpt-4", "base_url": base_url, "max_concurrency": concurrency, "max_retries": 3, "timeout_s": 30, "max_tokens": 256}
+    endpoint = {
+        "model": "gpt-4",
+        "base_url": base_url,
+        "max_concurrency": concurrency,
+        "max_retries": 3,
+        "timeout_s": 30,
+        "max_tokens": 256,
+    }
     tagging = {"backend": "openai", "prompt_version": "instag-v1", "openai": endpoint}
     before = server_stats(base_url)["chat_requests"]
     start = time.perf_counter()
@@ -53,10 +61,15 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     os.environ["OPENAI_API_KEY"] = f"sk-bench-{secrets.token_hex(8)}"  # the local server accepts any key
 
-    texts = [f"Instruction {i}: rewrite sentence {i} about topic{i % 37} in a formal register." for i in range(args.instructions)]
+    texts = [
+        f"Instruction {i}: rewrite sentence {i} about topic{i % 37} in a formal register."
+        for i in range(args.instructions)
+    ]
     frame = pd.DataFrame({"instruction_id": [content_hash(t) for t in texts], "instruction": texts})
     server = subprocess.Popen(
-        [sys.executable, str(SERVER), "--port", str(args.port), "--latency", str(args.latency)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(SERVER), "--port", str(args.port), "--latency", str(args.latency)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         base_url = server.stdout.readline().strip()

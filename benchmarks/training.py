@@ -7,6 +7,7 @@ lengths of real instruction data. Each configuration runs in its own process so 
 is its own. On a CUDA machine it also times a ~1B-parameter LLaMA-shaped model in bf16, full and
 LoRA, and prints MFU = 6 x parameters x tokens/s / peak bf16 FLOP/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,15 @@ FIXTURES = ROOT / "tests" / "fixtures" / "training"
 # Dense bf16 peak of common accelerators, FLOP/s (vendor datasheets).
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "RTX 4090": 165e12}
 # A LLaMA-shaped model of about 1.1B parameters (TinyLlama's shape).
-ONE_B = {"layers": 22, "hidden_size": 2048, "heads": 32, "intermediate_size": 5632, "vocab_size": 32000,
-         "max_position_embeddings": 2048, "seed": 0}
+ONE_B = {
+    "layers": 22,
+    "hidden_size": 2048,
+    "heads": 32,
+    "intermediate_size": 5632,
+    "vocab_size": 32000,
+    "max_position_embeddings": 2048,
+    "seed": 0,
+}
 
 
 def benchmark_rows() -> pd.DataFrame:
@@ -42,8 +50,16 @@ def benchmark_rows() -> pd.DataFrame:
     for path in sorted(FIXTURES.glob("task*.json")):
         data = json.loads(path.read_text())
         for instance in data["Instances"]:
-            superni.append({"task": path.stem, "split": "train", "instance_id": instance["id"],
-                            "instruction": data["Definition"][0], "input": instance["input"], "output": instance["output"]})
+            superni.append(
+                {
+                    "task": path.stem,
+                    "split": "train",
+                    "instance_id": instance["id"],
+                    "instruction": data["Definition"][0],
+                    "input": instance["input"],
+                    "output": instance["output"],
+                }
+            )
     # Repeat the long examples so they are ~10% of the data, as a long tail.
     long = pd.DataFrame(superni)
     long = pd.concat([long] * max(1, len(rows) // (10 * len(long))), ignore_index=True)
@@ -76,11 +92,18 @@ def run_one(args) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model_cfg = {"base": "tiny", "trust_remote_code": False}
-    training = {"mode": args.mode, "batch_tokens": args.batch_tokens, "packing": args.layout == "packed", "grad_accum": 1,
-                "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}}
+    training = {
+        "mode": args.mode,
+        "batch_tokens": args.batch_tokens,
+        "packing": args.layout == "packed",
+        "grad_accum": 1,
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+    }
     amp = autocast_dtype("auto", device)
     tokenizer = load_tokenizer(args.model, model_cfg)
-    model = load_trainable(args.model, args.model, model_cfg, training, amp if device.type == "cuda" and amp else torch.float32)
+    model = load_trainable(
+        args.model, args.model, model_cfg, training, amp if device.type == "cuda" and amp else torch.float32
+    )
     model.config.use_cache = False
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -119,10 +142,16 @@ def run_one(args) -> dict:
     # The median step is robust to other processes stealing the CPU for a while.
     tokens_per_s = float(np.median(step_rates))
     result = {
-        "layout": args.layout, "mode": args.mode, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "steps": steps - args.warmup, "tokens_per_s": tokens_per_s, "padding_share": 1 - real / padded,
-        "cpu_tokens_per_s": real / cpu_seconds, "examples_per_s": tokens_per_s * len(examples) / sum(map(len, examples)),
-        "parameters": total, "trainable": trainable,
+        "layout": args.layout,
+        "mode": args.mode,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "steps": steps - args.warmup,
+        "tokens_per_s": tokens_per_s,
+        "padding_share": 1 - real / padded,
+        "cpu_tokens_per_s": real / cpu_seconds,
+        "examples_per_s": tokens_per_s * len(examples) / sum(map(len, examples)),
+        "parameters": total,
+        "trainable": trainable,
     }
     if device.type == "cuda":
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -135,9 +164,27 @@ def run_one(args) -> dict:
 
 
 def spawn(args, model: Path, rows: Path, layout: str, mode: str, steps: int, batch_tokens: int) -> dict:
-    command = [sys.executable, __file__, "--one", "--model", str(model), "--rows", str(rows), "--layout", layout,
-               "--mode", mode, "--steps", str(steps), "--threads", str(args.threads), "--batch-tokens", str(batch_tokens),
-               "--warmup", str(args.warmup)]
+    command = [
+        sys.executable,
+        __file__,
+        "--one",
+        "--model",
+        str(model),
+        "--rows",
+        str(rows),
+        "--layout",
+        layout,
+        "--mode",
+        mode,
+        "--steps",
+        str(steps),
+        "--threads",
+        str(args.threads),
+        "--batch-tokens",
+        str(batch_tokens),
+        "--warmup",
+        str(args.warmup),
+    ]
     if args.gradient_checkpointing:
         command.append("--gradient-checkpointing")
     out = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -146,14 +193,18 @@ def spawn(args, model: Path, rows: Path, layout: str, mode: str, steps: int, bat
 
 def print_table(title: str, results: list[dict]) -> None:
     print(f"\n{title}")
-    header = (f"{'layout':8} {'mode':5} {'tokens/s':>10} {'tok/CPU-s':>10} {'examples/s':>10} {'padding':>8} "
-              f"{'peak MB':>9} {'train MB':>9} {'MFU':>7}")
+    header = (
+        f"{'layout':8} {'mode':5} {'tokens/s':>10} {'tok/CPU-s':>10} {'examples/s':>10} {'padding':>8} "
+        f"{'peak MB':>9} {'train MB':>9} {'MFU':>7}"
+    )
     print(header)
     for r in results:
         mfu_text = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
         train_mb = f"{r['training_memory_mb']:9.0f}" if "training_memory_mb" in r else f"{'-':>9}"
-        print(f"{r['layout']:8} {r['mode']:5} {r['tokens_per_s']:10.0f} {r['cpu_tokens_per_s']:10.0f} "
-              f"{r['examples_per_s']:10.1f} {100 * r['padding_share']:7.1f}% {r['peak_memory_mb']:9.0f} {train_mb} {mfu_text:>7}")
+        print(
+            f"{r['layout']:8} {r['mode']:5} {r['tokens_per_s']:10.0f} {r['cpu_tokens_per_s']:10.0f} "
+            f"{r['examples_per_s']:10.1f} {100 * r['padding_share']:7.1f}% {r['peak_memory_mb']:9.0f} {train_mb} {mfu_text:>7}"
+        )
     by = {(r["layout"], r["mode"]): r for r in results}
     for mode in ("full", "lora"):
         if ("packed", mode) in by and ("padded", mode) in by:
@@ -186,15 +237,26 @@ def main() -> None:
         rows.to_parquet(tmp / "rows.parquet")
         build_model(tiny, rows, tmp / "tiny")
         lengths = rows.shape[0]
-        print(f"data: {lengths} examples (demo tasks + SuperNI excerpts); tiny model {tiny}; batch_tokens {batch_tokens}; "
-              f"threads {args.threads}")
-        results = [spawn(args, tmp / "tiny", tmp / "rows.parquet", layout, mode, args.steps, batch_tokens)
-                   for mode in ("full", "lora") for layout in ("packed", "padded")]
-        print_table("CPU, tiny LLaMA (fp32)" if results[0]["device"] == "cpu" else f"{results[0]['device']}, tiny LLaMA", results)
+        print(
+            f"data: {lengths} examples (demo tasks + SuperNI excerpts); tiny model {tiny}; batch_tokens {batch_tokens}; "
+            f"threads {args.threads}"
+        )
+        results = [
+            spawn(args, tmp / "tiny", tmp / "rows.parquet", layout, mode, args.steps, batch_tokens)
+            for mode in ("full", "lora")
+            for layout in ("packed", "padded")
+        ]
+        print_table(
+            "CPU, tiny LLaMA (fp32)" if results[0]["device"] == "cpu" else f"{results[0]['device']}, tiny LLaMA",
+            results,
+        )
         if torch.cuda.is_available():
             build_model(ONE_B, rows, tmp / "one_b")
-            big = [spawn(args, tmp / "one_b", tmp / "rows.parquet", layout, mode, args.steps, 16384)
-                   for mode in ("full", "lora") for layout in ("packed", "padded")]
+            big = [
+                spawn(args, tmp / "one_b", tmp / "rows.parquet", layout, mode, args.steps, 16384)
+                for mode in ("full", "lora")
+                for layout in ("packed", "padded")
+            ]
             print_table(f"{big[0]['device']}, ~1B LLaMA (bf16 autocast), batch_tokens 16384", big)
         else:
             print("\nno CUDA device: the ~1B-parameter MFU measurement runs only on a GPU")

@@ -1,4 +1,5 @@
 """Shared fixtures. The OpenAI-compatible server is a real HTTP server on 127.0.0.1 (tests/openai_server.py)."""
+
 import secrets
 import shutil
 

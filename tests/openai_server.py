@@ -20,6 +20,7 @@ to each chat answer. `hold_after(n)` lets the next n chat requests through and h
 ones unanswered until `release()`, so a test can stop a client at an exact point.
 Run standalone: `python tests/openai_server.py --port 8000 --latency 0.1`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -123,7 +124,9 @@ class OpenAIServer:
         self.stop()
 
     # control -------------------------------------------------------------------------------
-    def inject(self, kind: str, times: int = 1, match: str | None = None, retry_after: float = 1.0, hang_s: float = 5.0):
+    def inject(
+        self, kind: str, times: int = 1, match: str | None = None, retry_after: float = 1.0, hang_s: float = 5.0
+    ):
         """The next `times` chat requests whose messages contain `match` (any, when None) get fault `kind`."""
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}; known: {sorted(FAULTS)}")
@@ -180,7 +183,12 @@ class OpenAIServer:
         if sleep and self.latency_s:
             time.sleep(self.latency_s)
         if kind == "rate_limit":
-            return 429, {"Retry-After": f"{fault.retry_after:g}"}, _error("Rate limit reached", "rate_limit_exceeded"), kind
+            return (
+                429,
+                {"Retry-After": f"{fault.retry_after:g}"},
+                _error("Rate limit reached", "rate_limit_exceeded"),
+                kind,
+            )
         if kind == "server_error":
             return 500, {}, _error("The server had an error", "server_error"), kind
         if kind == "bad_request":
@@ -205,9 +213,18 @@ class OpenAIServer:
             "created": int(time.time()),
             "model": body.get("model", "unknown"),
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason, "logprobs": None}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish_reason,
+                    "logprobs": None,
+                }
             ],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
         return 200, {}, completion, kind
 
@@ -226,7 +243,12 @@ class OpenAIServer:
     def _store_file(self, data: bytes, filename: str, purpose: str) -> str:
         file_id = self._next_id("file")
         with self._lock:
-            self.files[file_id] = {"data": data, "filename": filename, "purpose": purpose, "created_at": int(time.time())}
+            self.files[file_id] = {
+                "data": data,
+                "filename": filename,
+                "purpose": purpose,
+                "created_at": int(time.time()),
+            }
         return file_id
 
     def _run_batch(self, batch_id: str) -> None:
@@ -234,18 +256,31 @@ class OpenAIServer:
         time.sleep(self.batch_delay_s)
         batch["status"] = "in_progress"
         outputs, errors = [], []
-        lines = [json.loads(line) for line in self.files[batch["input_file_id"]]["data"].decode().splitlines() if line.strip()]
+        lines = [
+            json.loads(line)
+            for line in self.files[batch["input_file_id"]]["data"].decode().splitlines()
+            if line.strip()
+        ]
         batch["request_counts"]["total"] = len(lines)
         for line in lines:
             status, _, body, kind = self.answer_chat(line["body"], sleep=False)
             self._record(RequestRecord("BATCH", CHAT_PATH + "#batch", status, line["body"].get("messages", []), kind))
-            entry = {"id": self._next_id("batch_req"), "custom_id": line["custom_id"], "response": {"status_code": status, "request_id": "", "body": body}, "error": None}
+            entry = {
+                "id": self._next_id("batch_req"),
+                "custom_id": line["custom_id"],
+                "response": {"status_code": status, "request_id": "", "body": body},
+                "error": None,
+            }
             (outputs if status == 200 else errors).append(json.dumps(entry))
             batch["request_counts"]["completed" if status == 200 else "failed"] += 1
         if outputs:
-            batch["output_file_id"] = self._store_file(("\n".join(outputs) + "\n").encode(), "output.jsonl", "batch_output")
+            batch["output_file_id"] = self._store_file(
+                ("\n".join(outputs) + "\n").encode(), "output.jsonl", "batch_output"
+            )
         if errors:
-            batch["error_file_id"] = self._store_file(("\n".join(errors) + "\n").encode(), "errors.jsonl", "batch_output")
+            batch["error_file_id"] = self._store_file(
+                ("\n".join(errors) + "\n").encode(), "errors.jsonl", "batch_output"
+            )
         batch["completed_at"] = int(time.time())
         batch["status"] = "completed"
 
@@ -263,7 +298,9 @@ class OpenAIServer:
                 data = raw if raw is not None else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/octet-stream" if raw is not None else "application/json")
+                    self.send_header(
+                        "Content-Type", "application/octet-stream" if raw is not None else "application/json"
+                    )
                     self.send_header("Content-Length", str(len(data)))
                     for name, value in (headers or {}).items():
                         self.send_header(name, value)
@@ -339,7 +376,11 @@ class OpenAIServer:
                 parts = path.strip("/").split("/")
                 status, payload, raw = 404, _error(f"unknown path {path}", "not_found"), None
                 if path == "/_stats":
-                    payload = {"chat_requests": server.count(), "chat_ok": server.count(status=200), "max_in_flight": server.max_in_flight}
+                    payload = {
+                        "chat_requests": server.count(),
+                        "chat_ok": server.count(status=200),
+                        "max_in_flight": server.max_in_flight,
+                    }
                     return self._send(200, payload)
                 if len(parts) >= 3 and parts[:2] == ["v1", "files"] and parts[2] in server.files:
                     if len(parts) == 4 and parts[3] == "content":

@@ -1,4 +1,5 @@
 """inscl.core.artifacts: one declaration of every artifact's columns, one writer and one reader."""
+
 import os
 
 import pandas as pd
@@ -10,7 +11,9 @@ from inscl.core.io import InputError
 
 
 def scores(**extra):
-    return pd.DataFrame({"task": ["a", "b"], "metric": ["exact_match"] * 2, "score": [50.0, 100.0], "n": [2, 4], **extra})
+    return pd.DataFrame(
+        {"task": ["a", "b"], "metric": ["exact_match"] * 2, "score": [50.0, 100.0], "n": [2, 4], **extra}
+    )
 
 
 def test_write_casts_to_the_declared_schema_and_drops_extra_columns(tmp_path):

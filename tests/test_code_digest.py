@@ -1,5 +1,6 @@
 """inscl.core.code_digest: a digest changes when code a stage reaches changes, not for docstrings or
 comments, and not for code the stage does not reach."""
+
 import sys
 import textwrap
 
@@ -55,14 +56,14 @@ BASE = '''
         def split(self, n):
             return n // 2
 '''
-HELPERS = '''
+HELPERS = """
     def shared(x):
         return x - 1
 
 
     def other(x):
         return 0
-'''
+"""
 
 
 def test_docstrings_and_comments_do_not_change_the_digest(package):
@@ -91,14 +92,18 @@ def test_reached_code_changes_the_digest_and_unreached_code_does_not(package):
 def test_attribute_access_reaches_classes_and_modules(package):
     write(package, "helpers", HELPERS)
     write(package, "core", BASE)
-    write(package, "user", '''
+    write(
+        package,
+        "user",
+        """
         from inscl.demo import helpers
         from inscl.demo.core import Allocation
 
 
         def run(n):
             return Allocation().split(helpers.shared(n))
-    ''')
+    """,
+    )
     before = code_digest.digest("inscl.demo.user:run")
     write(package, "core", BASE.replace("n // 2", "n // 3"))
     assert code_digest.digest("inscl.demo.user:run") != before
@@ -126,3 +131,22 @@ def test_the_real_replay_strategies_have_their_own_digests():
     random = code_digest.digest("inscl.replay.strategies:RandomSampling")
     dynamic = code_digest.digest("inscl.replay.strategies:DynamicOnly")
     assert len({inscl, random, dynamic}) == 3
+
+
+def test_the_digest_is_the_same_in_every_process():
+    """Python randomises str hashes per process: the digest must not depend on set order."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from inscl.core.code_digest import digest; print(digest('inscl.training.train:run_job'))"
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout
+        for seed in range(4)
+    }
+    assert len(seen) == 1 and len(seen.pop().strip()) == 16

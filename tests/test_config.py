@@ -96,7 +96,8 @@ def test_malformed_yaml_is_one_line(tmp_path):
 
 def test_conda_env_pins_match_requirements():
     requirements = [
-        line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+        line.strip()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     env = yaml.safe_load((ROOT / "envs" / "inscl.yaml").read_text())

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inscl.core.config import validate_config
 from inscl.core import artifacts
-from inscl.data.ingest import ingest, split_instruction
-from inscl.core.io import InputError
+from inscl.core.config import validate_config
 from inscl.core.hashing import content_hash
+from inscl.core.io import InputError
+from inscl.data.ingest import ingest, split_instruction
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "data"
@@ -27,7 +27,14 @@ def superni(path=SUPERNI, groups=None, **extra):
 
 
 def data(*sources, **extra):
-    return {"sources": list(sources), "test_fraction": 0.2, "split_seed": 0, "max_train_per_task": None, "max_test_per_task": None, **extra}
+    return {
+        "sources": list(sources),
+        "test_fraction": 0.2,
+        "split_seed": 0,
+        "max_train_per_task": None,
+        "max_test_per_task": None,
+        **extra,
+    }
 
 
 def error_of(config, orders=None) -> str:
@@ -79,13 +86,19 @@ def test_superni_accepts_nan_in_url_and_a_string_definition(tmp_path):
     assert "NaN" in (SUPERNI / f"{ADDSUB}.json").read_text()
     root = superni_copy(tmp_path)
     edit_json(root / f"{ADDSUB}.json", lambda d: d.update(Definition="Add up the numbers."))
-    instances, _ = ingest(data(superni(root, {"math": {"categories": ["Mathematics"]}, "para": {"tasks": [PARAPHRASE]}})))
+    instances, _ = ingest(
+        data(superni(root, {"math": {"categories": ["Mathematics"]}, "para": {"tasks": [PARAPHRASE]}}))
+    )
     assert set(instances[instances["task"] == "math"]["instruction"]) == {"Add up the numbers."}
     assert instances[instances["task"] == "para"]["output"].map(len).min() >= 1
 
 
 def test_superni_split_is_deterministic_exact_and_order_free(tmp_path):
-    config = data(superni(groups={"all": {"categories": ["Sentiment Analysis", "Text Categorization", "Mathematics", "Paraphrasing"]}}))
+    config = data(
+        superni(
+            groups={"all": {"categories": ["Sentiment Analysis", "Text Categorization", "Mathematics", "Paraphrasing"]}}
+        )
+    )
     instances, tasks = ingest(config)
     sizes = instances.groupby(["source_task", "split"]).size().unstack()
     # round(n * 0.2), and at least one test example: 10 -> 2, 7 -> 1, 4 -> 1
@@ -95,7 +108,9 @@ def test_superni_split_is_deterministic_exact_and_order_free(tmp_path):
     for file in root.glob("*.json"):
         edit_json(file, lambda d: d["Instances"].reverse())
     shuffled, _ = ingest(data(superni(root, config["sources"][0]["groups"])))
-    assert dict(zip(instances["instance_id"], instances["split"])) == dict(zip(shuffled["instance_id"], shuffled["split"]))
+    assert dict(zip(instances["instance_id"], instances["split"])) == dict(
+        zip(shuffled["instance_id"], shuffled["split"])
+    )
     other_seed, _ = ingest({**config, "split_seed": 1})
     assert list(other_seed.sort_values("instance_id")["split"]) != list(instances.sort_values("instance_id")["split"])
 
@@ -120,13 +135,22 @@ def test_superni_task_list_and_english_only(tmp_path):
     everything, _ = ingest(data(superni(root, groups, english_only=False)))
     assert set(everything["source_task"]) == {ADDSUB, PARAPHRASE}
     message = error_of(data(superni(root, {"g": {"tasks": [PARAPHRASE]}})))
-    assert message == f"config: field 'data.sources[0].groups.g.tasks': source task '{PARAPHRASE}' is not English (set english_only: false to keep it)"
+    assert (
+        message
+        == f"config: field 'data.sources[0].groups.g.tasks': source task '{PARAPHRASE}' is not English (set english_only: false to keep it)"
+    )
 
-    listed = superni(groups={"g": {"categories": ["Sentiment Analysis", "Text Categorization", "Mathematics"]}}, task_list=str(FIXTURES / "superni_task_list.txt"))
+    listed = superni(
+        groups={"g": {"categories": ["Sentiment Analysis", "Text Categorization", "Mathematics"]}},
+        task_list=str(FIXTURES / "superni_task_list.txt"),
+    )
     instances, _ = ingest(data(listed))
     assert set(instances["source_task"]) == {SST2, AGNEWS, ADDSUB}
     listed["groups"] = {"g": {"categories": ["Paraphrasing"]}}
-    assert error_of(data(listed)) == "config: field 'data.sources[0].groups.g.categories': no source task has category 'Paraphrasing'"
+    assert (
+        error_of(data(listed))
+        == "config: field 'data.sources[0].groups.g.categories': no source task has category 'Paraphrasing'"
+    )
 
 
 def test_explicit_task_names_win_over_categories():
@@ -166,9 +190,15 @@ def parse_trace_examples(text: str) -> dict[str, tuple[str, str]]:
 
 EXPECTED_INSTRUCTIONS = {
     "C-STANCE": ("判断以下文本对指定对象的态度。输出支持、反对或中立。", "文本：\n"),
-    "FOMC": ("What is the monetary policy stance for the following text? Please answer 'dovish', 'hawkish' or 'neutral'.", "Text:\n"),
+    "FOMC": (
+        "What is the monetary policy stance for the following text? Please answer 'dovish', 'hawkish' or 'neutral'.",
+        "Text:\n",
+    ),
     "MeetingBank": ("Write a summary of the following meeting transcripts.", "Meeting transcripts:\n"),
-    "Papyrus-f": ("Extract the key words of the following paper according to its title and abstract. Give your answer in French.", "Title:\n"),
+    "Papyrus-f": (
+        "Extract the key words of the following paper according to its title and abstract. Give your answer in French.",
+        "Title:\n",
+    ),
     "Py150": ("Complete the next line of the following Python code.", "<s> import msgpack <EOL>"),
     "ScienceQA": (
         "Choose an answer for the following question and give your reasons. Your output should follow this format:\n"
@@ -184,7 +214,9 @@ def trace_examples_folder(tmp_path):
     for name, (prompt, answer) in examples.items():
         (tmp_path / name).mkdir()
         for split in ("train", "eval", "test"):
-            (tmp_path / name / f"{split}.json").write_text(json.dumps([{"prompt": prompt, "answer": answer}], ensure_ascii=False), encoding="utf-8")
+            (tmp_path / name / f"{split}.json").write_text(
+                json.dumps([{"prompt": prompt, "answer": answer}], ensure_ascii=False), encoding="utf-8"
+            )
     return tmp_path, examples
 
 
@@ -200,7 +232,9 @@ def test_trace_examples_first_paragraph_rule(trace_examples_folder):
         assert test.loc[name, "input"].startswith(input_start), name
         assert list(test.loc[name, "output"]) == [examples[name][1]]
     tool = test.loc["ToolBench"]
-    assert tool["instruction"].startswith("system: You are AutoGPT") and tool["instruction"].endswith("Thought:\nAction\nAction Input:")
+    assert tool["instruction"].startswith("system: You are AutoGPT") and tool["instruction"].endswith(
+        "Thought:\nAction\nAction Input:"
+    )
     assert tool["input"].startswith("After the call, you will get the call result")
     # instruction and input together keep every non-blank line of the prompt, in order
     for name, (prompt, _) in examples.items():
@@ -211,7 +245,9 @@ def test_trace_examples_first_paragraph_rule(trace_examples_folder):
 def test_trace_folder_fixture():
     instances, tasks = ingest(data({"name": "trace", "type": "trace", "path": str(FIXTURES / "trace")}))
     assert list(tasks["task"]) == ["C-STANCE", "FOMC"]
-    assert list(tasks["n_train"]) == [3, 3] and list(tasks["n_test"]) == [2, 2] and list(tasks["n_instructions"]) == [1, 1]
+    assert (
+        list(tasks["n_train"]) == [3, 3] and list(tasks["n_test"]) == [2, 2] and list(tasks["n_instructions"]) == [1, 1]
+    )
     fomc = instances[instances["task"] == "FOMC"]
     assert fomc["split"].value_counts().to_dict() == {"train": 3, "eval": 1, "test": 2}
     assert set(fomc["instance_id"]) >= {"trace:FOMC/train/0", "trace:FOMC/eval/0", "trace:FOMC/test/1"}
@@ -223,11 +259,23 @@ def test_trace_first_line_and_regex_rules():
     prompt = "Summarise the text.\nKeep it short.\nText:\nabc"
     assert split_instruction(prompt, "first_line") == ("Summarise the text.", "Keep it short.\nText:\nabc")
     assert split_instruction(prompt) == ("Summarise the text.\nKeep it short.", "Text:\nabc")
-    assert split_instruction(prompt, "regex", r"(?s)^(.*?)\nText:") == ("Summarise the text.\nKeep it short.", "Text:\nabc")
+    assert split_instruction(prompt, "regex", r"(?s)^(.*?)\nText:") == (
+        "Summarise the text.\nKeep it short.",
+        "Text:\nabc",
+    )
     assert split_instruction(prompt, "regex", r"Question: (.*)") is None
-    source = {"name": "trace", "type": "trace", "path": str(FIXTURES / "trace"), "datasets": ["FOMC"], "instruction": {"rule": "regex", "pattern": r"^(.*?)\nStance:"}}
+    source = {
+        "name": "trace",
+        "type": "trace",
+        "path": str(FIXTURES / "trace"),
+        "datasets": ["FOMC"],
+        "instruction": {"rule": "regex", "pattern": r"^(.*?)\nStance:"},
+    }
     message = error_of(data(source))
-    assert message == f"{FIXTURES / 'trace' / 'FOMC' / 'train.json'}: record 0: field 'prompt': the 'regex' rule finds no instruction in the prompt"
+    assert (
+        message
+        == f"{FIXTURES / 'trace' / 'FOMC' / 'train.json'}: record 0: field 'prompt': the 'regex' rule finds no instruction in the prompt"
+    )
     source["instruction"]["pattern"] = r"(?s)^(.*?)\nText:"
     instances, _ = ingest(data(source))
     assert instances["instruction"].nunique() == 1
@@ -268,13 +316,17 @@ def test_malformed_json(tmp_path):
     root = superni_copy(tmp_path)
     path = root / f"{SST2}.json"
     path.write_text(path.read_text()[:1500])
-    assert re.fullmatch(rf"{re.escape(str(path))}: malformed JSON at line \d+ column \d+: .+", error_of(data(superni(root))))
+    assert re.fullmatch(
+        rf"{re.escape(str(path))}: malformed JSON at line \d+ column \d+: .+", error_of(data(superni(root)))
+    )
 
 
 def test_malformed_jsonl_line(tmp_path):
     file = tmp_path / "t.jsonl"
     file.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": \n')
-    assert error_of(data({"name": "j", "type": "jsonl", "path": str(file)})).startswith(f"{file}: record 2: malformed JSON at column")
+    assert error_of(data({"name": "j", "type": "jsonl", "path": str(file)})).startswith(
+        f"{file}: record 2: malformed JSON at column"
+    )
 
 
 def test_missing_field(tmp_path):
@@ -286,9 +338,14 @@ def test_missing_field(tmp_path):
     assert error_of(data(superni(root))) == f"{path}: field 'Definition': missing field"
     trace = tmp_path / "trace" / "T"
     trace.mkdir(parents=True)
-    (trace / "train.json").write_text(json.dumps([{"prompt": "Do it.\nText:\nx", "answer": "y"}, {"prompt": "Do it.\nText:\nz"}]))
+    (trace / "train.json").write_text(
+        json.dumps([{"prompt": "Do it.\nText:\nx", "answer": "y"}, {"prompt": "Do it.\nText:\nz"}])
+    )
     (trace / "test.json").write_text(json.dumps([{"prompt": "Do it.\nText:\nx", "answer": "y"}]))
-    assert error_of(data({"name": "t", "type": "trace", "path": str(trace.parent)})) == f"{trace / 'train.json'}: record 1: field 'answer': missing field"
+    assert (
+        error_of(data({"name": "t", "type": "trace", "path": str(trace.parent)}))
+        == f"{trace / 'train.json'}: record 1: field 'answer': missing field"
+    )
 
 
 def test_empty_instance_list(tmp_path):
@@ -307,7 +364,10 @@ def test_duplicate_ids(tmp_path):
     doc = json.loads(path.read_text())
     duplicate = doc["Instances"][1]["id"]
     edit_json(path, lambda d: d["Instances"][4].update(id=duplicate))
-    assert error_of(data(superni(root))) == f"{path}: record 4: field 'id': duplicate id '{duplicate}' (first at {path} record 1)"
+    assert (
+        error_of(data(superni(root)))
+        == f"{path}: record 4: field 'id': duplicate id '{duplicate}' (first at {path} record 1)"
+    )
 
 
 def test_non_utf8_bytes_name_the_record_and_field(tmp_path):
@@ -318,30 +378,44 @@ def test_non_utf8_bytes_name_the_record_and_field(tmp_path):
     target = doc["Instances"][2]["input"][:20].encode()
     path.write_bytes(raw.replace(target, target[:5] + b"\xff\xfe" + target[5:], 1))
     message = error_of(data(superni(root)))
-    assert re.fullmatch(rf"{re.escape(str(path))}: record 2: field 'input': not valid UTF-8 \(byte \d+, line \d+\)", message), message
+    assert re.fullmatch(
+        rf"{re.escape(str(path))}: record 2: field 'input': not valid UTF-8 \(byte \d+, line \d+\)", message
+    ), message
     file = tmp_path / "t.jsonl"
     file.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": "caf\xe9"}\n')
-    assert error_of(data({"name": "j", "type": "jsonl", "path": str(file)})) == f"{file}: record 2: field 'output': not valid UTF-8 (byte 35 of the line)"
+    assert (
+        error_of(data({"name": "j", "type": "jsonl", "path": str(file)}))
+        == f"{file}: record 2: field 'output': not valid UTF-8 (byte 35 of the line)"
+    )
 
 
 def test_group_naming_a_missing_source_task():
     groups = {"sentiment": {"tasks": [SST2, "task999_does_not_exist"]}}
     message = error_of(data(superni(groups=groups)))
-    assert message == f"config: record 1: field 'data.sources[0].groups.sentiment.tasks': source task 'task999_does_not_exist' not found in {SUPERNI}"
+    assert (
+        message
+        == f"config: record 1: field 'data.sources[0].groups.sentiment.tasks': source task 'task999_does_not_exist' not found in {SUPERNI}"
+    )
     message = error_of(data(superni(groups={"g": {"categories": ["Sentiment Analysis", "Poetry"]}})))
     assert message == "config: field 'data.sources[0].groups.g.categories': no source task has category 'Poetry'"
 
 
 def test_order_naming_a_missing_task():
     message = error_of(data(superni()), orders={"main": ["sentiment", "topics", "poetry"]})
-    assert message == "config: record 2: field 'orders.main': task 'poetry' is not produced by any data source (ingested tasks: sentiment, topics)"
+    assert (
+        message
+        == "config: record 2: field 'orders.main': task 'poetry' is not produced by any data source (ingested tasks: sentiment, topics)"
+    )
 
 
 def test_conflicting_sources():
     demo = {"name": "sni", "type": "demo", "n_train": 5, "n_test": 2, "tasks": ["sentiment"]}
     assert error_of(data(superni(), demo)) == "config: field 'data.sources[1].name': duplicate source name 'sni'"
     demo["name"] = "demo"
-    assert error_of(data(superni(), demo)) == "config: field 'data.sources[1]': task 'sentiment' is produced by both sources 'sni' and 'demo'"
+    assert (
+        error_of(data(superni(), demo))
+        == "config: field 'data.sources[1]': task 'sentiment' is produced by both sources 'sni' and 'demo'"
+    )
 
 
 def test_a_task_without_test_examples():

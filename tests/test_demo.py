@@ -3,10 +3,10 @@ import collections
 import pandas as pd
 import pytest
 
-from inscl.data.ingest import ingest
-from inscl.data.demo import DEMO_TASKS, generate_demo
 from inscl.core import artifacts
 from inscl.core.io import InputError
+from inscl.data.demo import DEMO_TASKS, generate_demo
+from inscl.data.ingest import ingest
 
 DEMO_ORDER = ["sentiment", "addition", "reverse", "topic", "compare", "sort_letters"]
 

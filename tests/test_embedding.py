@@ -1,4 +1,5 @@
 """inscl.instructions.embed with the real bundled all-MiniLM-L6-v2 model."""
+
 import json
 import threading
 from pathlib import Path
@@ -9,8 +10,10 @@ import pyarrow as pa
 import pytest
 
 from inscl.core import artifacts
-from inscl.instructions import embed as embedding
 from inscl.core.config import ConfigError
+from inscl.core.hashing import content_hash
+from inscl.core.io import InputError
+from inscl.instructions import embed as embedding
 from inscl.instructions.embed import (
     embed_examples,
     embed_instructions,
@@ -20,8 +23,6 @@ from inscl.instructions.embed import (
     unique_instructions,
     vectors_from_frame,
 )
-from inscl.core.io import InputError
-from inscl.core.hashing import content_hash
 
 pytestmark = pytest.mark.timeout(120)
 

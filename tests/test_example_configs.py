@@ -1,4 +1,5 @@
 """The example experiment configs: schema-valid, faithful to InsCL / TRACE, and they dry-run."""
+
 from __future__ import annotations
 
 import collections
@@ -13,17 +14,30 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inscl.core.methods import METHODS
 from inscl.core.config import load_config
+from inscl.core.methods import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "cluster"
 GRID = REPO / "configs" / "inscl_grid.yaml"
 TRACE = REPO / "configs" / "trace.yaml"
 INSCL_TASKS = [
-    "classification", "text_quality_evaluation", "code", "detection", "sentiment_analysis", "comprehension",
-    "closed_qa", "extraction", "dialogue", "program_execution", "rewriting", "open_qa", "misc", "generation",
-    "summarization", "mathematics",
+    "classification",
+    "text_quality_evaluation",
+    "code",
+    "detection",
+    "sentiment_analysis",
+    "comprehension",
+    "closed_qa",
+    "extraction",
+    "dialogue",
+    "program_execution",
+    "rewriting",
+    "open_qa",
+    "misc",
+    "generation",
+    "summarization",
+    "mathematics",
 ]
 TRACE_ORDER = ["C-STANCE", "FOMC", "MeetingBank", "Py150", "ScienceQA", "NumGLUE-cm", "NumGLUE-ds", "20Minuten"]
 
@@ -40,15 +54,36 @@ def grid_groups(config: dict) -> dict:
 def dry_run_jobs(workdir: Path) -> collections.Counter:
     """Jobs per rule of `snakemake -n` in workdir (its config.yaml)."""
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(workdir / "config.yaml"), "-n", "--quiet", "rules", "--cores", "1"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            "-n",
+            "--quiet",
+            "rules",
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     table = output.split("Job stats:", 1)[1].split("total", 1)[0]
     return collections.Counter(
-        {m.group(1): int(m.group(2)) for line in table.splitlines() if (m := re.match(r"^(\w+)\s+(\d+)$", line.strip()))}
+        {
+            m.group(1): int(m.group(2))
+            for line in table.splitlines()
+            if (m := re.match(r"^(\w+)\s+(\d+)$", line.strip()))
+        }
     )
 
 
@@ -123,8 +158,14 @@ def test_trace_is_the_trace_protocol():
     metrics = config["evaluation"]["metrics"]
     metric_of = {task: metrics["per_task"].get(task, metrics["default"]) for task in TRACE_ORDER}
     assert metric_of == {
-        "C-STANCE": "exact_match", "FOMC": "exact_match", "MeetingBank": "rouge_l", "Py150": "edit_similarity",
-        "ScienceQA": "exact_match", "NumGLUE-cm": "exact_match", "NumGLUE-ds": "exact_match", "20Minuten": "sari",
+        "C-STANCE": "exact_match",
+        "FOMC": "exact_match",
+        "MeetingBank": "rouge_l",
+        "Py150": "edit_similarity",
+        "ScienceQA": "exact_match",
+        "NumGLUE-cm": "exact_match",
+        "NumGLUE-ds": "exact_match",
+        "20Minuten": "sari",
     }
     training = config["training"]
     assert training["mode"] == "full"

@@ -4,10 +4,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from fixtures.eval.tiny_lm import train_memorizer
-from inscl.evaluation.general_ability import general_delta, harness_model_args, primary_metric, results_table, run_harness
+
 from inscl.core.io import InputError
+from inscl.evaluation.general_ability import (
+    general_delta,
+    harness_model_args,
+    primary_metric,
+    results_table,
+    run_harness,
+)
 
 HARNESS_TASKS = Path(__file__).parent / "fixtures" / "eval" / "harness"
 MODEL_CFG = {"trust_remote_code": False}
@@ -70,12 +76,18 @@ def test_model_args_full_and_adapter(models):
 
 
 def test_results_table_scales_fractions_and_names_filters():
-    results = {"results": {
-        "gsm8k": {"alias": "gsm8k", "exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": 0.01,
-                  "exact_match,flexible-extract": 0.3},
-        "wikitext": {"word_perplexity,none": 12.5},
-        "boolq": {"acc,none": 0.5, "acc_stderr,none": 0.02},
-    }}
+    results = {
+        "results": {
+            "gsm8k": {
+                "alias": "gsm8k",
+                "exact_match,strict-match": 0.25,
+                "exact_match_stderr,strict-match": 0.01,
+                "exact_match,flexible-extract": 0.3,
+            },
+            "wikitext": {"word_perplexity,none": 12.5},
+            "boolq": {"acc,none": 0.5, "acc_stderr,none": 0.02},
+        }
+    }
     table = results_table(results)
     assert table.to_dict("records") == [
         {"task": "boolq", "metric": "acc", "value": 50.0},
@@ -86,19 +98,23 @@ def test_results_table_scales_fractions_and_names_filters():
 
 
 def test_general_delta_by_hand():
-    before = pd.DataFrame([
-        {"task": "boolq", "metric": "acc", "value": 60.0},
-        {"task": "boolq", "metric": "acc_norm", "value": 10.0},
-        {"task": "gsm8k", "metric": "exact_match,flexible-extract", "value": 30.0},
-        {"task": "gsm8k", "metric": "exact_match,strict-match", "value": 20.0},
-        {"task": "piqa", "metric": "acc", "value": 70.0},
-    ])
-    after = pd.DataFrame([
-        {"task": "boolq", "metric": "acc", "value": 50.0},
-        {"task": "boolq", "metric": "acc_norm", "value": 90.0},
-        {"task": "gsm8k", "metric": "exact_match,flexible-extract", "value": 0.0},
-        {"task": "gsm8k", "metric": "exact_match,strict-match", "value": 26.0},
-    ])
+    before = pd.DataFrame(
+        [
+            {"task": "boolq", "metric": "acc", "value": 60.0},
+            {"task": "boolq", "metric": "acc_norm", "value": 10.0},
+            {"task": "gsm8k", "metric": "exact_match,flexible-extract", "value": 30.0},
+            {"task": "gsm8k", "metric": "exact_match,strict-match", "value": 20.0},
+            {"task": "piqa", "metric": "acc", "value": 70.0},
+        ]
+    )
+    after = pd.DataFrame(
+        [
+            {"task": "boolq", "metric": "acc", "value": 50.0},
+            {"task": "boolq", "metric": "acc_norm", "value": 90.0},
+            {"task": "gsm8k", "metric": "exact_match,flexible-extract", "value": 0.0},
+            {"task": "gsm8k", "metric": "exact_match,strict-match", "value": 26.0},
+        ]
+    )
     table, delta = general_delta(before, after)
     assert table["task"].tolist() == ["boolq", "gsm8k"]  # piqa was not evaluated after
     assert table["metric"].tolist() == ["acc", "exact_match,strict-match"]

@@ -1,14 +1,21 @@
 import pandas as pd
 import pytest
 import torch
-
 from fixtures.eval.tiny_lm import EXAMPLES, TINY, instances_frame, train_memorizer
-from inscl.evaluation.generate import GenerationSettings, fit_to_context, generate_ids, generate_texts, predict, select_test_rows
+
 from inscl.core.io import InputError
+from inscl.core.prompts import build_prompt, encode_prompt
+from inscl.evaluation.generate import (
+    GenerationSettings,
+    fit_to_context,
+    generate_ids,
+    generate_texts,
+    predict,
+    select_test_rows,
+)
+from inscl.evaluation.score import score_predictions
 from inscl.training.base_model import build_tiny_model, train_tokenizer
 from inscl.training.models import load_for_inference
-from inscl.core.prompts import build_prompt, encode_prompt
-from inscl.evaluation.score import score_predictions
 
 TASKS = ["sentiment", "addition", "reverse"]
 
@@ -78,8 +85,9 @@ def test_sampling_is_seeded(untrained):
     settings = GenerationSettings(max_new_tokens=12, batch_size=4, do_sample=True, temperature=1.0, seed=7)
     first = generate_texts(model, tokenizer, PROMPTS, settings, progress=False)
     again = generate_texts(model, tokenizer, PROMPTS, settings, progress=False)
-    other = generate_texts(model, tokenizer, PROMPTS, GenerationSettings(**{**settings.__dict__, "seed": 8}),
-                           progress=False)
+    other = generate_texts(
+        model, tokenizer, PROMPTS, GenerationSettings(**{**settings.__dict__, "seed": 8}), progress=False
+    )
     greedy = generate_texts(model, tokenizer, PROMPTS, GenerationSettings(max_new_tokens=12), progress=False)
     assert first == again
     assert first != other
@@ -106,10 +114,12 @@ def make_instances(n_test=10):
     rows = []
     for task in ("a", "b"):
         for i in range(n_test):
-            rows.append(dict(task=task, split="test", instance_id=f"{task}{i}", instruction="I", input=str(i),
-                             output=[str(i)]))
-        rows.append(dict(task=task, split="train", instance_id=f"{task}-train", instruction="I", input="x",
-                         output=["x"]))
+            rows.append(
+                dict(task=task, split="test", instance_id=f"{task}{i}", instruction="I", input=str(i), output=[str(i)])
+            )
+        rows.append(
+            dict(task=task, split="train", instance_id=f"{task}-train", instruction="I", input="x", output=["x"])
+        )
     return pd.DataFrame(rows)
 
 

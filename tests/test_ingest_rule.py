@@ -1,4 +1,5 @@
 """The ingest rule end to end: through Snakemake, and through its script adapter for each bad input."""
+
 import json
 import runpy
 import shutil
@@ -42,7 +43,9 @@ def test_demo_config_through_snakemake_then_nothing_to_do(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     instances = pd.read_parquet(tmp_path / TARGETS[0])
     tasks = pd.read_parquet(tmp_path / TARGETS[1])
-    assert list(instances.columns) == artifacts.columns("instances") and list(tasks.columns) == artifacts.columns("tasks")
+    assert list(instances.columns) == artifacts.columns("instances") and list(tasks.columns) == artifacts.columns(
+        "tasks"
+    )
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     assert list(tasks["task"]) == config["orders"]["demo"]
     assert (tasks["n_instructions"] >= 5).all() and (tasks["n_train"] >= 200).all() and (tasks["n_test"] >= 50).all()
@@ -75,14 +78,25 @@ def test_bad_data_fails_the_rule_with_one_line_and_no_parquet(tmp_path):
     broken = superni / f"{SST2}.json"
     broken.write_text(broken.read_text()[:2000])
     config = {
-        "data": {"sources": [{"name": "sni", "type": "superni", "path": str(superni), "groups": {"sst2": {"tasks": [SST2]}, "math": {"categories": ["Mathematics"]}}}]},
+        "data": {
+            "sources": [
+                {
+                    "name": "sni",
+                    "type": "superni",
+                    "path": str(superni),
+                    "groups": {"sst2": {"tasks": [SST2]}, "math": {"categories": ["Mathematics"]}},
+                }
+            ]
+        },
         "orders": {"main": ["sst2", "math"]},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path)
     assert result.returncode != 0
     lines = inscl_lines(result.stderr)
-    assert len(lines) == 1 and lines[0].startswith(f"inscl error: {broken}: malformed JSON at line"), result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith(f"inscl error: {broken}: malformed JSON at line"), result.stderr[
+        -3000:
+    ]
     assert no_artifacts(tmp_path)
 
 
@@ -129,12 +143,15 @@ def break_superni(kind: str, root: Path) -> tuple[Path, str]:
         path.write_bytes(raw.replace(marker, marker + b"\xc3\x28", 1))
         return path, "record 1: field 'input': not valid UTF-8"
     if kind == "missing source task":
-        return Path("config"), "record 1: field 'data.sources[0].groups.sst2.tasks': source task 'task000_missing' not found"
+        return Path(
+            "config"
+        ), "record 1: field 'data.sources[0].groups.sst2.tasks': source task 'task000_missing' not found"
     raise ValueError(kind)
 
 
 @pytest.mark.parametrize(
-    "kind", ["malformed JSON", "missing field", "empty instance list", "duplicate ids", "non-UTF-8", "missing source task"]
+    "kind",
+    ["malformed JSON", "missing field", "empty instance list", "duplicate ids", "non-UTF-8", "missing source task"],
 )
 def test_each_bad_input_gives_one_line_and_no_parquet(kind, tmp_path, capsys):
     root = tmp_path / "superni"
@@ -142,7 +159,15 @@ def test_each_bad_input_gives_one_line_and_no_parquet(kind, tmp_path, capsys):
     file, expected = break_superni(kind, root)
     tasks = [SST2, "task000_missing"] if kind == "missing source task" else [SST2]
     data = {
-        "sources": [{"name": "sni", "type": "superni", "path": str(root), "english_only": True, "groups": {"sst2": {"tasks": tasks}, "math": {"categories": ["Mathematics"]}}}],
+        "sources": [
+            {
+                "name": "sni",
+                "type": "superni",
+                "path": str(root),
+                "english_only": True,
+                "groups": {"sst2": {"tasks": tasks}, "math": {"categories": ["Mathematics"]}},
+            }
+        ],
         "test_fraction": 0.2,
         "split_seed": 0,
         "max_train_per_task": None,

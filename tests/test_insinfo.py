@@ -3,8 +3,8 @@ import math
 import pandas as pd
 import pytest
 
-from inscl.instructions.insinfo import compute_insinfo, insinfo_scores
 from inscl.core.io import InputError
+from inscl.instructions.insinfo import compute_insinfo, insinfo_scores
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -28,7 +28,16 @@ TAGS = pd.DataFrame(
 )
 # t1: i1, i2 (twice); t2: i2 (shared), i3, i4; i5 only in a test split; t3 is not in any order.
 INSTANCES = instances(
-    [("t1", "i1"), ("t1", "i2"), ("t1", "i2"), ("t2", "i2"), ("t2", "i3"), ("t2", "i4"), ("t2", "i5", "test"), ("t3", "i5")]
+    [
+        ("t1", "i1"),
+        ("t1", "i2"),
+        ("t1", "i2"),
+        ("t2", "i2"),
+        ("t2", "i3"),
+        ("t2", "i4"),
+        ("t2", "i5", "test"),
+        ("t3", "i5"),
+    ]
 )
 
 
@@ -66,7 +75,9 @@ def test_experiment_pool_counts_distinct_training_instructions_of_the_order_task
 
 
 def test_cumulative_pool_per_order_and_stage(tmp_path):
-    result = compute_insinfo(TAGS, INSTANCES, ["t1", "t2"], {"fwd": ["t1", "t2"], "rev": ["t2", "t1"]}, pool="cumulative")
+    result = compute_insinfo(
+        TAGS, INSTANCES, ["t1", "t2"], {"fwd": ["t1", "t2"], "rev": ["t2", "t1"]}, pool="cumulative"
+    )
     key = {(r.order, r.stage, r.task, r.instruction_id): r.insinfo for r in result.itertuples()}
     # fwd stage 1: pool {i1, i2}, N = 2, f_a = 2, f_b = 1
     assert key[("fwd", 1, "t1", "i1")] == pytest.approx(LN2)

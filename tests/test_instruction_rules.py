@@ -1,5 +1,6 @@
 """The embed_instructions and tag rules run by real Snakemake, tagging through the local OpenAI-compatible
 server: the API key never lands on disk, and adding a task embeds and tags only its new instructions."""
+
 import os
 import subprocess
 import sys
@@ -21,7 +22,10 @@ def write_config(workdir: Path, tasks: list[str], base_url: str) -> None:
     config = {
         "data": {"sources": [{"name": "demo", "type": "demo", "n_train": 12, "n_test": 4, "tasks": tasks}]},
         "orders": {"demo": tasks},
-        "tagging": {"backend": "openai", "openai": {"base_url": base_url, "max_concurrency": 4, "backoff_base_s": 0.05}},
+        "tagging": {
+            "backend": "openai",
+            "openai": {"base_url": base_url, "max_concurrency": 4, "backoff_base_s": 0.05},
+        },
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 

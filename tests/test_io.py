@@ -1,8 +1,7 @@
-
 import pytest
 
-from inscl.core.io import InputError, atomic_path, read_json
 from inscl.core.hashing import content_hash, stable_seed
+from inscl.core.io import InputError, atomic_path, read_json
 
 
 def test_input_error_is_one_line_naming_file_record_field():

@@ -1,4 +1,5 @@
 """The pairwise judge against the real local OpenAI-compatible server (tests/openai_server.py)."""
+
 import re
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from inscl.core.io import InputError
+from inscl.core.llm import InvalidAnswer
 from inscl.evaluation.judge import (
     judge_pairs,
     merge_outcome,
@@ -15,7 +17,6 @@ from inscl.evaluation.judge import (
     run_judge,
     summarize_verdicts,
 )
-from inscl.core.llm import InvalidAnswer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,13 +44,15 @@ def position_biased_judge(messages, body):
 
 
 def pairs_frame(model_answers, base_answers):
-    return pd.DataFrame({
-        "set": "helpful",
-        "prompt_id": [str(i) for i in range(len(model_answers))],
-        "prompt": [f"Question {i}?" for i in range(len(model_answers))],
-        "answer_model": model_answers,
-        "answer_base": base_answers,
-    })
+    return pd.DataFrame(
+        {
+            "set": "helpful",
+            "prompt_id": [str(i) for i in range(len(model_answers))],
+            "prompt": [f"Question {i}?" for i in range(len(model_answers))],
+            "answer_model": model_answers,
+            "answer_base": base_answers,
+        }
+    )
 
 
 def test_parse_verdict_takes_the_last_marker():
@@ -64,10 +67,17 @@ def test_parse_verdict_takes_the_last_marker():
 @pytest.mark.parametrize(
     "ab, ba, outcome",
     [
-        ("A", "B", "win"), ("A", "C", "win"), ("C", "B", "win"),
-        ("B", "A", "lose"), ("B", "C", "lose"), ("C", "A", "lose"),
-        ("C", "C", "tie"), ("A", "A", "tie"), ("B", "B", "tie"),
-        (None, "B", None), ("A", None, None),
+        ("A", "B", "win"),
+        ("A", "C", "win"),
+        ("C", "B", "win"),
+        ("B", "A", "lose"),
+        ("B", "C", "lose"),
+        ("C", "A", "lose"),
+        ("C", "C", "tie"),
+        ("A", "A", "tie"),
+        ("B", "B", "tie"),
+        (None, "B", None),
+        ("A", None, None),
     ],
 )
 def test_merge_rule(ab, ba, outcome):
@@ -79,8 +89,16 @@ def test_each_pair_is_judged_in_both_positions(openai_server, endpoint, tmp_path
     openai_server.responder = fair_judge
     pairs = pairs_frame(["a GOOD answer", "meh", "GOOD too"], ["meh", "a GOOD answer", "also GOOD"])
     verdicts = judge_pairs(pairs, endpoint, tmp_path)
-    assert list(verdicts.columns[:8]) == ["set", "prompt_id", "prompt", "answer_model", "answer_base", "verdict_ab",
-                                          "verdict_ba", "outcome"]
+    assert list(verdicts.columns[:8]) == [
+        "set",
+        "prompt_id",
+        "prompt",
+        "answer_model",
+        "answer_base",
+        "verdict_ab",
+        "verdict_ba",
+        "outcome",
+    ]
     assert verdicts["verdict_ab"].tolist() == ["A", "B", "C"]
     assert verdicts["verdict_ba"].tolist() == ["B", "A", "C"]
     assert verdicts["outcome"].tolist() == ["win", "lose", "tie"]
@@ -132,10 +150,12 @@ def test_rerun_is_answered_from_the_cache(openai_server, endpoint, tmp_path):
 
 
 def test_summary_rates_and_delta_by_hand():
-    verdicts = pd.DataFrame({
-        "set": ["helpful"] * 4 + ["harmless"] * 2,
-        "outcome": ["win", "win", "tie", "lose", "lose", None],
-    })
+    verdicts = pd.DataFrame(
+        {
+            "set": ["helpful"] * 4 + ["harmless"] * 2,
+            "outcome": ["win", "win", "tie", "lose", "lose", None],
+        }
+    )
     summary = summarize_verdicts(verdicts).set_index("set")
     assert summary.loc["helpful", ["win", "tie", "lose"]].tolist() == [2, 1, 1]
     assert summary.loc["helpful", "win_rate"] == 50.0 and summary.loc["helpful", "delta"] == 25.0
@@ -171,10 +191,23 @@ def test_run_judge_generates_with_both_models_and_judges(openai_server, endpoint
             build_tiny_model(tiny, tokenizer).save_pretrained(tmp_path / name)
             tokenizer.save_pretrained(tmp_path / name)
         openai_server.responder = position_biased_judge
-        judge = {"prompt_files": {"helpful": str(HHH)}, "max_prompts": 3, "max_new_tokens": 6,
-                 "prompt_version": "judge-v1", "endpoint": endpoint}
-        verdicts = run_judge(tmp_path / "model", tmp_path / "base", judge, {"batch_size": 2}, "plain",
-                             {"trust_remote_code": False}, tmp_path / "cache", device="cpu")
+        judge = {
+            "prompt_files": {"helpful": str(HHH)},
+            "max_prompts": 3,
+            "max_new_tokens": 6,
+            "prompt_version": "judge-v1",
+            "endpoint": endpoint,
+        }
+        verdicts = run_judge(
+            tmp_path / "model",
+            tmp_path / "base",
+            judge,
+            {"batch_size": 2},
+            "plain",
+            {"trust_remote_code": False},
+            tmp_path / "cache",
+            device="cpu",
+        )
     finally:
         torch.set_num_threads(threads)
     assert verdicts["prompt_id"].tolist() == ["0", "1", "2"]

@@ -1,4 +1,5 @@
 """inscl.core.llm against the real local OpenAI-compatible server, through the real openai client."""
+
 import json
 import time
 from pathlib import Path
@@ -20,7 +21,9 @@ def requests_for(words):
 
 
 def cached_keys(cache_dir) -> set[str]:
-    return {json.loads(p.read_text())["key"] for p in Path(cache_dir, "api").rglob("*.json") if "batches" not in p.parts}
+    return {
+        json.loads(p.read_text())["key"] for p in Path(cache_dir, "api").rglob("*.json") if "batches" not in p.parts
+    }
 
 
 def test_answers_are_parsed_cached_and_not_paid_twice(openai_server, endpoint, tmp_path):
@@ -74,7 +77,9 @@ def test_duplicate_keys_are_sent_once(openai_server, endpoint, tmp_path):
         ("fenced", 1, 1),
     ],
 )
-def test_each_fault_succeeds_after_retry_or_repair(openai_server, endpoint, tmp_path, fault, paid_requests, http_requests):
+def test_each_fault_succeeds_after_retry_or_repair(
+    openai_server, endpoint, tmp_path, fault, paid_requests, http_requests
+):
     openai_server.inject(fault, match="summarize", retry_after=0.1, hang_s=3.0)
     endpoint = {**endpoint, "timeout_s": 1.0}
     results = run_chat_requests(requests_for(["translate", "summarize"]), endpoint, tmp_path, "v1", validate=parse_tags)
@@ -141,7 +146,9 @@ def test_retry_delay_prefers_server_headers_then_backoff_with_jitter():
     assert retry_delay(_status_error(429, {"retry-after": "3"}), 0, endpoint, 1) == 3.0
     date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
     assert 25 < retry_delay(_status_error(429, {"retry-after": date}), 0, endpoint, 1) <= 30
-    delays = [retry_delay(_status_error(500, {}), attempt, endpoint, seed) for attempt in range(5) for seed in range(20)]
+    delays = [
+        retry_delay(_status_error(500, {}), attempt, endpoint, seed) for attempt in range(5) for seed in range(20)
+    ]
     for attempt in range(5):
         chunk = delays[attempt * 20 : attempt * 20 + 20]
         cap = min(5.0, 2**attempt)
@@ -153,14 +160,18 @@ def test_retry_delay_prefers_server_headers_then_backoff_with_jitter():
 def test_concurrency_is_bounded(openai_server, endpoint, tmp_path):
     openai_server.latency_s = 0.2
     words = [f"word{chr(97 + i)}" for i in range(12)]
-    results = run_chat_requests(requests_for(words), {**endpoint, "max_concurrency": 3}, tmp_path, "v1", validate=parse_tags)
+    results = run_chat_requests(
+        requests_for(words), {**endpoint, "max_concurrency": 3}, tmp_path, "v1", validate=parse_tags
+    )
     assert all(r.status == "ok" for r in results)
     assert openai_server.max_in_flight == 3
 
 
 def test_request_budget_stops_cleanly_and_keeps_the_cache(openai_server, endpoint, tmp_path):
     words = [f"word{chr(97 + i)}" for i in range(10)]
-    results = run_chat_requests(requests_for(words), {**endpoint, "max_requests": 3, "max_concurrency": 2}, tmp_path, "v1", validate=parse_tags)
+    results = run_chat_requests(
+        requests_for(words), {**endpoint, "max_requests": 3, "max_concurrency": 2}, tmp_path, "v1", validate=parse_tags
+    )
     assert sum(r.status == "ok" for r in results) == 3
     assert sum(r.status == "skipped_budget" for r in results) == 7
     assert openai_server.count() == 3 and len(cached_keys(tmp_path)) == 3
@@ -202,7 +213,9 @@ def test_refused_key_stops_the_run_without_revealing_it(openai_server, endpoint,
 def test_key_is_never_written_to_the_cache(openai_server, endpoint, tmp_path, api_key):
     openai_server.inject("invalid_json", times=2, match="classify")
     openai_server.inject("server_error", times=10, match="summarize")
-    run_chat_requests(requests_for(["translate", "classify", "summarize"]), endpoint, tmp_path, "v1", validate=parse_tags)
+    run_chat_requests(
+        requests_for(["translate", "classify", "summarize"]), endpoint, tmp_path, "v1", validate=parse_tags
+    )
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert files and not any(api_key in p.read_text(errors="replace") for p in files)
 
@@ -219,7 +232,12 @@ def test_batch_mode_feeds_the_same_cache(openai_server, endpoint, tmp_path):
     assert openai_server.count("/v1/batches") == 2 and openai_server.count("/v1/files") == 2
     sync = {**endpoint, "price_input_per_1k": 0.03}
     assert results[0].cost_usd == pytest.approx(
-        0.5 * (results[0].prompt_tokens * sync["price_input_per_1k"] + results[0].completion_tokens * sync["price_output_per_1k"]) / 1000
+        0.5
+        * (
+            results[0].prompt_tokens * sync["price_input_per_1k"]
+            + results[0].completion_tokens * sync["price_output_per_1k"]
+        )
+        / 1000
     )
     again = run_chat_requests(reqs, endpoint, tmp_path, "v1", validate=parse_tags)  # answered by the batch's cache
     assert all(r.cached for r in again) and openai_server.count() == 0

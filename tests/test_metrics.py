@@ -94,9 +94,7 @@ ORDERS = {"o": TASKS}
 def write_scores(root, run, scores: dict):
     path = root / "results" / "runs" / run / "scores.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(
-        {"task": list(scores), "metric": "rouge_l", "score": list(scores.values()), "n": 10}
-    ).to_parquet(path)
+    pd.DataFrame({"task": list(scores), "metric": "rouge_l", "score": list(scores.values()), "n": 10}).to_parquet(path)
     return path
 
 

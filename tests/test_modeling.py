@@ -53,7 +53,9 @@ def test_tiny_base_is_reproducible_from_its_seed(tmp_path, base):
     other = build_tiny_base(tmp_path / "other", seed=1)
     reference = load_file(base / "model.safetensors")
     assert all(torch.equal(reference[k], v) for k, v in load_file(again / "model.safetensors").items())
-    assert not torch.equal(reference["model.embed_tokens.weight"], load_file(other / "model.safetensors")["model.embed_tokens.weight"])
+    assert not torch.equal(
+        reference["model.embed_tokens.weight"], load_file(other / "model.safetensors")["model.embed_tokens.weight"]
+    )
 
 
 def test_hidden_size_must_divide_by_heads(tmp_path):
@@ -77,7 +79,8 @@ def test_load_for_inference_merges_a_peft_adapter(tmp_path, base):
 
     torch.manual_seed(0)
     peft_model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
     )
     peft_model.save_pretrained(tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_config.json").exists()

@@ -1,8 +1,8 @@
 import pytest
 from training_support import superni_instances
 
-from inscl.training.base_model import train_tokenizer
 from inscl.core.prompts import build_prompt, encode_prompt
+from inscl.training.base_model import train_tokenizer
 
 
 @pytest.fixture(scope="module")

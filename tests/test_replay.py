@@ -21,6 +21,7 @@ def replay_stage(data, settings, order, tasks, method, seed, stage):
 def replay_order(data, settings, order, tasks, method, seed):
     return select_replay.replay_order(data, load_strategy(method), settings, order, tasks, method, seed)
 
+
 def make_instances(spec: dict[str, list[int]], n_test: int = 2) -> pd.DataFrame:
     """Examples per instruction for each task; instances are listed in a scrambled order."""
     rows = []
@@ -121,7 +122,10 @@ def test_quota_above_the_instruction_count_tops_up_at_random():
 
 def test_zero_insinfo_everywhere_spreads_evenly():
     pool = pool_of([5, 5])
-    assert counts_per_instruction(pool, sample_insinfo(pool, np.zeros(2), 6, np.random.default_rng(0)).positions) == [3, 3]
+    assert counts_per_instruction(pool, sample_insinfo(pool, np.zeros(2), 6, np.random.default_rng(0)).positions) == [
+        3,
+        3,
+    ]
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -206,8 +210,12 @@ def test_every_fair_method_spends_exactly_the_same_budget(method):
     instances = make_instances(spec)
     examples = instances[["instance_id", "task"]].assign(vector=[list(v) for v in rng.normal(size=(len(instances), 6))])
     data = ReplayData.from_frames(
-        instances, ORDER, distance_table(DISTANCES), uniform_insinfo(instances),
-        instruction_embeddings(spec, rng.normal(size=(n_instructions, 6))), examples,
+        instances,
+        ORDER,
+        distance_table(DISTANCES),
+        uniform_insinfo(instances),
+        instruction_embeddings(spec, rng.normal(size=(n_instructions, 6))),
+        examples,
     )
     frames = replay_order(data, ReplaySettings(replay_per_task=7), "o", ORDER, method, 3)
     assert [len(f) for f in frames] == [0, 7, 14, 21]
@@ -235,7 +243,9 @@ def test_cumulative_insinfo_reads_the_rows_of_the_order_and_stage():
         rows += [("o", stage, "b", "b-i0", 1, 1.0), ("o", stage, "b", "b-i1", 1, 1.0)]
     insinfo = pd.DataFrame(rows, columns=["order", "stage", "task", "instruction_id", "n_tags", "insinfo"])
     data = make_data(spec, {("a", "b"): 0.5}, insinfo=insinfo)
-    frame = replay_stage(data, ReplaySettings(replay_per_task=1, insinfo_pool="cumulative"), "o", ["a", "b"], "inscl", 0, 2)
+    frame = replay_stage(
+        data, ReplaySettings(replay_per_task=1, insinfo_pool="cumulative"), "o", ["a", "b"], "inscl", 0, 2
+    )
     assert frame["instruction_id"].tolist() == ["a-i2"] and frame["score"].tolist() == [5.0]
     with pytest.raises(InputError, match=r"insinfo.parquet: record a/a-i0: no InsInfo in the experiment pool"):
         replay_stage(data, ReplaySettings(replay_per_task=1), "o", ["a", "b"], "inscl", 0, 2)
@@ -255,9 +265,7 @@ def test_prototype_data_takes_the_examples_nearest_the_centroids():
     for m in range(9):  # three tight clusters of three; member 0 of each is its exact centre
         offset = [0.0, 0.05, -0.05][m % 3]
         vectors[f"a-0-{m:03d}"] = np.array(centres[m // 3]) + offset * np.array([1, 1, 1])
-    examples = pd.DataFrame(
-        {"instance_id": list(vectors), "task": "a", "vector": [list(v) for v in vectors.values()]}
-    )
+    examples = pd.DataFrame({"instance_id": list(vectors), "task": "a", "vector": [list(v) for v in vectors.values()]})
     data = ReplayData.from_frames(instances, ["a", "b"], distance_table({("a", "b"): 1.0}), example_embeddings=examples)
     frame = replay_stage(data, ReplaySettings(replay_per_task=3), "o", ["a", "b"], "prototype_data", 0, 2)
     assert sorted(frame["instance_id"]) == ["a-0-000", "a-0-003", "a-0-006"]
@@ -299,8 +307,10 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
 def test_replay_does_not_depend_on_the_row_order_of_the_instances():
     data = make_data()
     shuffled = ReplayData.from_frames(
-        data.instances.sample(frac=1.0, random_state=5).reset_index(drop=True), ORDER,
-        distance_table(DISTANCES), uniform_insinfo(data.instances),
+        data.instances.sample(frac=1.0, random_state=5).reset_index(drop=True),
+        ORDER,
+        distance_table(DISTANCES),
+        uniform_insinfo(data.instances),
     )
     settings = ReplaySettings(replay_per_task=5)
     for method in ("inscl", "random"):

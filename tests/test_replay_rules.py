@@ -1,6 +1,7 @@
 """The instruction-analysis and replay rules run by real Snakemake on a small demo: every configured
 method gets a replay set, and changing only replay.replay_per_task reruns replay and its dependants
 but not embedding, tagging, normalization, InsInfo or distances."""
+
 import os
 import re
 import subprocess
@@ -33,8 +34,19 @@ def write_config(workdir: Path, replay_per_task: int) -> None:
 
 def snakemake(workdir: Path, *args: str) -> str:
     result = subprocess.run(
-        [str(SNAKEMAKE), TARGET, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
+        [
+            str(SNAKEMAKE),
+            TARGET,
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            "--cores",
+            "2",
+            *args,
+        ],
         cwd=workdir,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         capture_output=True,
@@ -67,7 +79,11 @@ def test_replay_rules_build_and_rerun_only_what_replay_per_task_affects(tmp_path
     assert totals.loc["trace_replay"].tolist() == [4, 8]  # 10% of 40 from each earlier task
     for method in METHODS:
         folder = tmp_path / "results/replay/demo" / method / "seed0"
-        assert sorted(p.name for p in folder.glob("*.parquet")) == ["stage1.parquet", "stage2.parquet", "stage3.parquet"]
+        assert sorted(p.name for p in folder.glob("*.parquet")) == [
+            "stage1.parquet",
+            "stage2.parquet",
+            "stage3.parquet",
+        ]
     stage3 = pd.read_parquet(tmp_path / "results/replay/demo/inscl/seed0/stage3.parquet")
     assert stage3["reason"].str.startswith("dynamic quota").all() and stage3["score"].gt(0).all()
     distances = pd.read_parquet(tmp_path / "results/replay/distances.parquet")

@@ -1,6 +1,7 @@
 """Replay composition: the table the select_replay rule writes next to the stage files
 (inscl.replay.select_replay.composition), and the report's figures of it and of the task distances
 (inscl.report.plots), on replay folders selected from real parquet inputs."""
+
 import io
 
 import numpy as np
@@ -31,8 +32,12 @@ def instances() -> pd.DataFrame:
         rows += [(task, "test", f"{task}-test-{m}", f"{task}-i0") for m in range(2)]
     frame = pd.DataFrame(rows, columns=["task", "split", "instance_id", "instruction_id"])
     return frame.assign(
-        instruction="Do " + frame["instruction_id"], input="x " + frame["instance_id"],
-        output=[["y"]] * len(frame), source="test", source_task=frame["task"], source_file="memory",
+        instruction="Do " + frame["instruction_id"],
+        input="x " + frame["instance_id"],
+        output=[["y"]] * len(frame),
+        source="test",
+        source_task=frame["task"],
+        source_file="memory",
     )
 
 
@@ -40,8 +45,20 @@ def distances(not_converged=()) -> pd.DataFrame:
     rows = []
     for (a, b), d in DISTANCES.items():
         for x, y in [(a, b), (b, a)]:
-            rows.append(dict(task_a=x, task_b=y, distance=d, solver="emd", converged=(a, b) not in not_converged,
-                             n_iter=10, max_iter=100, seconds=0.01, n_a=3, n_b=3))
+            rows.append(
+                dict(
+                    task_a=x,
+                    task_b=y,
+                    distance=d,
+                    solver="emd",
+                    converged=(a, b) not in not_converged,
+                    n_iter=10,
+                    max_iter=100,
+                    seconds=0.01,
+                    n_a=3,
+                    n_b=3,
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -103,18 +120,22 @@ def test_composition_lists_earlier_tasks_that_replay_nothing():
     stages = [empty, empty, pd.DataFrame({"task": ["b", "b"]})]
     table = composition(stages, "o", ["a", "b", "c"], "random", 3)
     assert table[["stage", "current_task", "source_task", "n_examples"]].values.tolist() == [
-        [2, "b", "a", 0], [3, "c", "a", 0], [3, "c", "b", 2],
+        [2, "b", "a", 0],
+        [3, "c", "a", 0],
+        [3, "c", "b", 2],
     ]
     assert (table["seed"] == 3).all() and (table["method"] == "random").all()
 
 
 def test_composition_means_average_over_the_seeds_of_each_method():
-    rows = pd.DataFrame([
-        dict(method="m", seed=0, stage=2, source_task="a", n_examples=10),
-        dict(method="m", seed=1, stage=2, source_task="a", n_examples=4),
-        dict(method="m", seed=1, stage=3, source_task="b", n_examples=8),  # seed 0 has no row: counts as 0
-        dict(method="n", seed=5, stage=2, source_task="a", n_examples=3),
-    ])
+    rows = pd.DataFrame(
+        [
+            dict(method="m", seed=0, stage=2, source_task="a", n_examples=10),
+            dict(method="m", seed=1, stage=2, source_task="a", n_examples=4),
+            dict(method="m", seed=1, stage=3, source_task="b", n_examples=8),  # seed 0 has no row: counts as 0
+            dict(method="n", seed=5, stage=2, source_task="a", n_examples=3),
+        ]
+    )
     means = plots.composition_means(rows).set_index(["method", "stage", "source_task"])["n_examples"]
     assert means.to_dict() == {("m", 2, "a"): 7.0, ("m", 3, "b"): 4.0, ("n", 2, "a"): 3.0}
 

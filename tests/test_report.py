@@ -1,5 +1,6 @@
 """The HTML report: built from small hand-made artifacts (2 methods, 3 tasks, 2 seeds), written as real
 parquet files through inscl.core.artifacts at their DAG paths."""
+
 from __future__ import annotations
 
 import base64
@@ -45,8 +46,17 @@ def score_matrix() -> pd.DataFrame:
                         score = 80.0
                     else:
                         score = 80.0 * keep[method] ** (stage - index)
-                    rows.append(dict(order="o1", method=method, seed=seed, stage=stage, task=task,
-                                     task_index=index, score=score + 2.0 * seed))
+                    rows.append(
+                        dict(
+                            order="o1",
+                            method=method,
+                            seed=seed,
+                            stage=stage,
+                            task=task,
+                            task_index=index,
+                            score=score + 2.0 * seed,
+                        )
+                    )
     return pd.DataFrame(rows)
 
 
@@ -56,26 +66,46 @@ def cl_metrics() -> pd.DataFrame:
         for seed in SEEDS:
             rows.append(dict(order="o1", method=method, seed=seed, metric="OP", task=None, stage=None, value=base))
             for stage in (2, 3):
-                rows.append(dict(order="o1", method=method, seed=seed, metric="relative_gain", task=None,
-                                 stage=stage, value=base + stage + seed))
+                rows.append(
+                    dict(
+                        order="o1",
+                        method=method,
+                        seed=seed,
+                        metric="relative_gain",
+                        task=None,
+                        stage=stage,
+                        value=base + stage + seed,
+                    )
+                )
             for task in TASKS[:2]:
-                rows.append(dict(order="o1", method=method, seed=seed, metric="forgetting_rate", task=task,
-                                 stage=None, value=0.5 if method == "no_replay" else 0.1))
+                rows.append(
+                    dict(
+                        order="o1",
+                        method=method,
+                        seed=seed,
+                        metric="forgetting_rate",
+                        task=task,
+                        stage=None,
+                        value=0.5 if method == "no_replay" else 0.1,
+                    )
+                )
     frame = pd.DataFrame(rows)
     return frame.assign(stage=frame["stage"].astype("Int64"))
 
 
-SUMMARY = pd.DataFrame([
-    dict(order="o1", method="no_replay", metric="OP", mean=41.234, std=1.5, n_seeds=2),
-    dict(order="o1", method="no_replay", metric="BWT", mean=-52.5, std=0.25, n_seeds=2),
-    dict(order="o1", method="no_replay", metric="FWT", mean=0.0, std=0.0, n_seeds=2),
-    dict(order="o1", method="no_replay", metric="forgetting", mean=52.5, std=0.25, n_seeds=2),
-    dict(order="o1", method="inscl", metric="OP", mean=71.875, std=1.125, n_seeds=2),
-    dict(order="o1", method="inscl", metric="BWT", mean=-12.0, std=0.5, n_seeds=2),
-    dict(order="o1", method="inscl", metric="FWT", mean=0.0, std=0.0, n_seeds=2),
-    dict(order="o1", method="inscl", metric="forgetting", mean=12.0, std=0.5, n_seeds=2),
-    dict(order="o1", method="multitask", metric="OP", mean=85.0, std=np.nan, n_seeds=1),
-])
+SUMMARY = pd.DataFrame(
+    [
+        dict(order="o1", method="no_replay", metric="OP", mean=41.234, std=1.5, n_seeds=2),
+        dict(order="o1", method="no_replay", metric="BWT", mean=-52.5, std=0.25, n_seeds=2),
+        dict(order="o1", method="no_replay", metric="FWT", mean=0.0, std=0.0, n_seeds=2),
+        dict(order="o1", method="no_replay", metric="forgetting", mean=52.5, std=0.25, n_seeds=2),
+        dict(order="o1", method="inscl", metric="OP", mean=71.875, std=1.125, n_seeds=2),
+        dict(order="o1", method="inscl", metric="BWT", mean=-12.0, std=0.5, n_seeds=2),
+        dict(order="o1", method="inscl", metric="FWT", mean=0.0, std=0.0, n_seeds=2),
+        dict(order="o1", method="inscl", metric="forgetting", mean=12.0, std=0.5, n_seeds=2),
+        dict(order="o1", method="multitask", metric="OP", mean=85.0, std=np.nan, n_seeds=1),
+    ]
+)
 
 
 def distances() -> pd.DataFrame:
@@ -83,58 +113,103 @@ def distances() -> pd.DataFrame:
     rows = []
     for (a, b), d in values.items():
         for x, y in [(a, b), (b, a)]:
-            rows.append(dict(task_a=x, task_b=y, distance=d, solver="emd", converged=True, n_iter=10,
-                             max_iter=100, seconds=0.01, n_a=3, n_b=3))
+            rows.append(
+                dict(
+                    task_a=x,
+                    task_b=y,
+                    distance=d,
+                    solver="emd",
+                    converged=True,
+                    n_iter=10,
+                    max_iter=100,
+                    seconds=0.01,
+                    n_a=3,
+                    n_b=3,
+                )
+            )
     return pd.DataFrame(rows)
 
 
 def composition(seed: int) -> pd.DataFrame:
     """The composition table of inscl's replay folder for one seed (stage 1 replays nothing: no rows)."""
-    return pd.DataFrame([
-        dict(order="o1", method="inscl", seed=seed, stage=2, current_task="beta", source_task="alpha",
-             n_examples=10),
-        dict(order="o1", method="inscl", seed=seed, stage=3, current_task="gamma", source_task="alpha",
-             n_examples=12 + seed),
-        dict(order="o1", method="inscl", seed=seed, stage=3, current_task="gamma", source_task="beta",
-             n_examples=8 - seed),
-    ])
+    return pd.DataFrame(
+        [
+            dict(
+                order="o1", method="inscl", seed=seed, stage=2, current_task="beta", source_task="alpha", n_examples=10
+            ),
+            dict(
+                order="o1",
+                method="inscl",
+                seed=seed,
+                stage=3,
+                current_task="gamma",
+                source_task="alpha",
+                n_examples=12 + seed,
+            ),
+            dict(
+                order="o1",
+                method="inscl",
+                seed=seed,
+                stage=3,
+                current_task="gamma",
+                source_task="beta",
+                n_examples=8 - seed,
+            ),
+        ]
+    )
 
 
 def tags_raw() -> pd.DataFrame:
     rows = []
     for i in range(5):
         status = "failed" if i == 4 else "ok"
-        rows.append(dict(
-            instruction_id=f"i{i}", instruction=f"instruction <{i}>", tags=[{"tag": "t", "explanation": "e"}],
-            backend="openai", model="gpt-4", prompt_version="instag-v1",
-            prompt_tokens=1000 if status == "ok" else 0, completion_tokens=250 if status == "ok" else 0,
-            cost_usd=0.045 if status == "ok" else 0.0, status=status,
-            error="HTTP 429 <rate limit>" if status == "failed" else None, raw="",
-        ))
+        rows.append(
+            dict(
+                instruction_id=f"i{i}",
+                instruction=f"instruction <{i}>",
+                tags=[{"tag": "t", "explanation": "e"}],
+                backend="openai",
+                model="gpt-4",
+                prompt_version="instag-v1",
+                prompt_tokens=1000 if status == "ok" else 0,
+                completion_tokens=250 if status == "ok" else 0,
+                cost_usd=0.045 if status == "ok" else 0.0,
+                status=status,
+                error="HTTP 429 <rate limit>" if status == "failed" else None,
+                raw="",
+            )
+        )
     return pd.DataFrame(rows)
 
 
 def rate_row(run: str, judged_set: str, win: int, tie: int, lose: int) -> dict:
     n = win + tie + lose
     rates = {f"{k}_rate": 100.0 * v / n for k, v in [("win", win), ("tie", tie), ("lose", lose)]}
-    return dict(run=run, set=judged_set, n=n, win=win, tie=tie, lose=lose, **rates,
-                delta=rates["win_rate"] - rates["lose_rate"])
+    return dict(
+        run=run, set=judged_set, n=n, win=win, tie=tie, lose=lose, **rates, delta=rates["win_rate"] - rates["lose_rate"]
+    )
 
 
 def judge_rates() -> pd.DataFrame:
     """Every final model judged on one set (5 wins, 3 ties, 2 losses), plus its "all" row."""
-    return pd.DataFrame([
-        rate_row(FINAL.format(method=method, seed=seed), judged_set, 5, 3, 2)
-        for method in METHODS for seed in SEEDS for judged_set in ["helpful", "all"]
-    ])
+    return pd.DataFrame(
+        [
+            rate_row(FINAL.format(method=method, seed=seed), judged_set, 5, 3, 2)
+            for method in METHODS
+            for seed in SEEDS
+            for judged_set in ["helpful", "all"]
+        ]
+    )
 
 
 def general_delta() -> pd.DataFrame:
     run = FINAL.format(method="inscl", seed=0)
-    return pd.DataFrame([
-        dict(run=run, task="boolq", metric="acc", before=62.0, after=57.0, delta=-5.0),
-        dict(run=run, task="piqa", metric="acc", before=70.0, after=71.0, delta=1.0),
-    ])
+    return pd.DataFrame(
+        [
+            dict(run=run, task="boolq", metric="acc", before=62.0, after=57.0, delta=-5.0),
+            dict(run=run, task="piqa", metric="acc", before=70.0, after=71.0, delta=1.0),
+        ]
+    )
 
 
 @pytest.fixture
@@ -196,7 +271,7 @@ def parse(page: str) -> Links:
 
 def section(page: str, anchor: str) -> str:
     start = page.index(f'<section id="{anchor}">')
-    return page[start:page.index("</section>", start)]
+    return page[start : page.index("</section>", start)]
 
 
 def test_report_is_self_contained_and_complete(full_report):
@@ -211,10 +286,16 @@ def test_report_is_self_contained_and_complete(full_report):
     assert "<strong>12.00 ± 0.50</strong>" in page  # lowest forgetting
     # one score-matrix heat map per method, plus the other figures
     assert sorted(n for n in figures if n.startswith("score_matrix--")) == [
-        "score_matrix--o1--inscl.png", "score_matrix--o1--no_replay.png",
+        "score_matrix--o1--inscl.png",
+        "score_matrix--o1--no_replay.png",
     ]
-    for name in ["forgetting--o1.png", "composition--o1.png", "distances--all.png", "relative_gain--o1.png",
-                 "judge--outcomes.png"]:
+    for name in [
+        "forgetting--o1.png",
+        "composition--o1.png",
+        "distances--all.png",
+        "relative_gain--o1.png",
+        "judge--outcomes.png",
+    ]:
         assert name in figures
     assert len(links.images) == len(figures)
     # sections in page order
@@ -263,11 +344,13 @@ def test_judge_section_renders_the_rates_it_is_given(inputs):
     """Rates are shown as judge_rates holds them, not recomputed from the counts; with two sets the
     "all" row is shown too."""
     run = FINAL.format(method="inscl", seed=0)
-    rates = pd.DataFrame([
-        rate_row(run, "harmless", 1, 1, 2) | dict(win_rate=12.5, delta=-37.5),
-        rate_row(run, "helpful", 3, 1, 0),
-        rate_row(run, "all", 4, 2, 2),
-    ])
+    rates = pd.DataFrame(
+        [
+            rate_row(run, "harmless", 1, 1, 2) | dict(win_rate=12.5, delta=-37.5),
+            rate_row(run, "helpful", 3, 1, 0),
+            rate_row(run, "all", 4, 2, 2),
+        ]
+    )
     artifacts.write(rates, "judge_rates", inputs["judge"])
     judge = section(build_report(load_inputs(inputs), ORDERS, METHODS, TASKS)[0], "judge")
     assert judge.count("<tr>") == 1 + 3
@@ -286,14 +369,27 @@ def test_general_section_shows_the_delta_of_the_metrics_stage(inputs, tmp_path):
     from inscl.evaluation.metrics import general_deltas
 
     results = {
-        "base": pd.DataFrame(dict(task=["boolq", "gsm8k", "gsm8k"], metric=["acc", "exact_match,strict-match", "f1"],
-                                  value=[62.0, 30.0, 10.0])),
+        "base": pd.DataFrame(
+            dict(
+                task=["boolq", "gsm8k", "gsm8k"],
+                metric=["acc", "exact_match,strict-match", "f1"],
+                value=[62.0, 30.0, 10.0],
+            )
+        ),
         FINAL.format(method="inscl", seed=0): pd.DataFrame(
-            dict(task=["boolq", "gsm8k", "gsm8k"], metric=["acc", "exact_match,strict-match", "f1"],
-                 value=[58.5, 33.0, 90.0])),
+            dict(
+                task=["boolq", "gsm8k", "gsm8k"],
+                metric=["acc", "exact_match,strict-match", "f1"],
+                value=[58.5, 33.0, 90.0],
+            )
+        ),
         FINAL.format(method="no_replay", seed=0): pd.DataFrame(
-            dict(task=["boolq", "gsm8k", "gsm8k"], metric=["acc", "exact_match,strict-match", "f1"],
-                 value=[40.0, 20.0, 0.0])),
+            dict(
+                task=["boolq", "gsm8k", "gsm8k"],
+                metric=["acc", "exact_match,strict-match", "f1"],
+                value=[40.0, 20.0, 0.0],
+            )
+        ),
     }
     paths = []
     for run, frame in results.items():
@@ -301,7 +397,7 @@ def test_general_section_shows_the_delta_of_the_metrics_stage(inputs, tmp_path):
         artifacts.write(frame, "general", paths[-1])
     artifacts.write(general_deltas(paths), "general_delta", inputs["general"])
     general = section(build_report(load_inputs(inputs), ORDERS, METHODS, TASKS)[0], "general")
-    overall = general[general.index("ΔR<sup>G</sup></h4>"):]
+    overall = general[general.index("ΔR<sup>G</sup></h4>") :]
     for run in results:
         if run == "base":
             continue
@@ -390,8 +486,19 @@ def test_snakemake_rule_and_snakemake_report(tmp_path):
         "orders:\n  o1: [alpha, beta, gamma]\nseeds: [0, 1]\nmethods: [no_replay, inscl]\n"
     )
     snakemake = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-        "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "--allowed-rules", "report",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        "--cores",
+        "1",
+        "--allowed-rules",
+        "report",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     run = subprocess.run(snakemake + ["results/report/index.html"], capture_output=True, text=True, env=env)

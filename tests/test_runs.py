@@ -1,4 +1,5 @@
 """inscl.core.runs: the one place that builds and parses run paths, and the per-run training facts."""
+
 import pytest
 
 from inscl.core import runs
@@ -30,7 +31,10 @@ def test_of_path_finds_the_run_of_any_file_below_it():
 
 def test_templates_give_the_wildcard_paths_of_the_rules():
     assert runs.template("chain").model == "results/runs/{order}/{method}/seed{seed}/stage{stage}/model"
-    assert runs.template("single_task").file("train_log.parquet") == "results/runs/single_task/seed{seed}/{task}/train_log.parquet"
+    assert (
+        runs.template("single_task").file("train_log.parquet")
+        == "results/runs/single_task/seed{seed}/{task}/train_log.parquet"
+    )
     assert runs.replay_folder("{order}", "{method}", "{seed}") == "results/replay/{order}/{method}/seed{seed}"
 
 
@@ -51,8 +55,15 @@ def test_training_tasks_and_epochs():
 
 
 def test_training_seeds_differ_per_run_and_repeat():
-    seeds = {runs.training_seed(r) for r in [runs.chain("demo", "inscl", 0, 1), runs.chain("demo", "inscl", 0, 2),
-                                              runs.chain("demo", "random", 0, 1), runs.multitask(0),
-                                              runs.single_task(0, "addition")]}
+    seeds = {
+        runs.training_seed(r)
+        for r in [
+            runs.chain("demo", "inscl", 0, 1),
+            runs.chain("demo", "inscl", 0, 2),
+            runs.chain("demo", "random", 0, 1),
+            runs.multitask(0),
+            runs.single_task(0, "addition"),
+        ]
+    }
     assert len(seeds) == 5
     assert runs.training_seed(runs.multitask(1)) == runs.training_seed(runs.multitask(1))

@@ -100,7 +100,11 @@ def test_edit_similarity_on_the_trace_py150_example():
 # --- SARI (HF evaluate semantics) -------------------------------------------------------------
 
 SOURCE = "About 95 species are currently accepted ."
-REFERENCES = ["About 95 species are currently known .", "About 95 species are now accepted .", "95 species are now accepted ."]
+REFERENCES = [
+    "About 95 species are currently known .",
+    "About 95 species are now accepted .",
+    "95 species are now accepted .",
+]
 
 
 def test_sari_matches_the_values_published_in_the_hf_metric_card():
@@ -163,8 +167,17 @@ def test_score_predictions_per_task_metric():
 
 
 def test_score_predictions_sari_uses_the_prompt_as_source():
-    df = pd.DataFrame([dict(task="simplify", instance_id="1", prompt=SOURCE, prediction="About 95 you now get in .",
-                            references=REFERENCES)])
+    df = pd.DataFrame(
+        [
+            dict(
+                task="simplify",
+                instance_id="1",
+                prompt=SOURCE,
+                prediction="About 95 you now get in .",
+                references=REFERENCES,
+            )
+        ]
+    )
     scores = score_predictions(df, {"metrics": {"default": "sari"}})
     assert scores["score"].iloc[0] == pytest.approx(26.953601953601954)
 

@@ -3,6 +3,7 @@
 Needs Debian's slurm-wlm and munge (apt-get install -y slurm-wlm munge) and root. When the
 cluster cannot come up the test fails and says why; it never skips.
 """
+
 from __future__ import annotations
 
 import collections
@@ -36,7 +37,14 @@ REDUCED_DEMO = {
     "references": ["single_task"],
     "replay": {"replay_per_task": 12},
     # One thread per job, so that two jobs share the 2-CPU node; the local run uses the same threads.
-    "training": {"mode": "full", "epochs": 2, "learning_rate": 0.002, "batch_tokens": 2048, "threads": 1, "mem_mb": 3000},
+    "training": {
+        "mode": "full",
+        "epochs": 2,
+        "learning_rate": 0.002,
+        "batch_tokens": 2048,
+        "threads": 1,
+        "mem_mb": 3000,
+    },
     "evaluation": {"max_test_per_task": 15, "max_new_tokens": 8, "metrics": {"default": "exact_match"}},
 }
 TARGET = "results/report/index.html"
@@ -79,7 +87,10 @@ def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
     with open(workdir.with_suffix(".out"), "w") as out:
         return subprocess.Popen(
             [*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args],
-            stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
         )
 
 
@@ -127,7 +138,9 @@ def jobs_in_slurm_logs(workdir: Path) -> tuple[collections.Counter, list[Path]]:
 def squeue_records(run_id: str) -> list[tuple[str, str, str]]:
     out = subprocess.run(
         ["squeue", "--states=all", "--noheader", "--name", run_id, "--format=%i|%T|%k"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return [tuple(line.split("|", 2)) for line in out.splitlines() if line.strip()]
 
@@ -137,7 +150,10 @@ def test_cluster_says_why_it_cannot_start(tmp_path):
     """Without the SLURM and munge binaries, bring-up stops with the install command, not a skip."""
     result = subprocess.run(
         [sys.executable, str(Path(__file__).parent / "slurm" / "local_cluster.py"), "up", "--root", str(tmp_path)],
-        capture_output=True, text=True, env={**os.environ, "PATH": str(tmp_path / "empty")}, timeout=60,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(tmp_path / "empty")},
+        timeout=60,
     )
     assert result.returncode == 1
     assert "missing munged, slurmctld, slurmd" in result.stderr
@@ -157,10 +173,16 @@ def test_demo_through_slurm_equals_local_run(cluster, tmp_path):
     expected = planned_jobs(slurm_dir)
     profile = slurm_profile(tmp_path / "profile", cluster.memory_mb())
     slurm_run = start_snakemake(
-        slurm_dir, "--profile", str(profile), TARGET,
-        "--slurm-status-command", "squeue",  # no accounting database on the test cluster
-        "--slurm-init-seconds-before-status-checks", "2",
-        "--seconds-between-status-checks", "2",
+        slurm_dir,
+        "--profile",
+        str(profile),
+        TARGET,
+        "--slurm-status-command",
+        "squeue",  # no accounting database on the test cluster
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--seconds-between-status-checks",
+        "2",
         "--slurm-keep-successful-logs",
     )
     try:

@@ -1,5 +1,6 @@
 """inscl.core.stages: which settings change a rule's outputs (params) and which only change how
 its job runs (resources), from one declaration per rule and the schema's x-runtime marks."""
+
 import json
 from types import SimpleNamespace
 
@@ -45,7 +46,9 @@ def test_each_rule_reads_only_its_own_sections(config):
     openai = {**config, "tagging": {**config["tagging"], "backend": "openai"}}
     tagging = stages.settings(openai, "tag")
     assert "embedding" not in tagging and "max_concurrency" not in tagging["tagging"]["openai"]
-    assert json.loads(stages.resources(openai, "tag")["max_concurrency"]) == config["tagging"]["openai"]["max_concurrency"]
+    assert (
+        json.loads(stages.resources(openai, "tag")["max_concurrency"]) == config["tagging"]["openai"]["max_concurrency"]
+    )
 
 
 def test_float_and_string_runtime_settings_survive_the_round_trip(config):
@@ -73,3 +76,11 @@ def test_every_runtime_mark_names_a_real_key(config):
         stages.lookup(config, key)  # raises KeyError for a stale mark
     schema = yaml.safe_load(stages.SCHEMA.read_text())
     assert "x-runtime" not in schema["properties"]["training"]["properties"]["learning_rate"]
+
+
+def test_nested_builds_the_config_shape_that_replay_settings_read():
+    from inscl.replay.strategies import ReplaySettings
+
+    settings = stages.nested({"replay.replay_per_task": 24, "insinfo.pool": "cumulative"})
+    assert settings == {"insinfo": {"pool": "cumulative"}, "replay": {"replay_per_task": 24}}
+    assert ReplaySettings.from_config(settings) == ReplaySettings(replay_per_task=24, insinfo_pool="cumulative")

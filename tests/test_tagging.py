@@ -1,5 +1,6 @@
 """inscl.instructions.tag: answer parsing, the offline keyphrase tagger, the file backend, the openai backend
 against the real local server, and a tagging process killed mid-run."""
+
 import json
 import os
 import signal
@@ -16,11 +17,11 @@ import pytest
 from openai_server import OpenAIServer
 
 from inscl.core import artifacts
-from inscl.instructions import embed as embedding
 from inscl.core.config import ConfigError
-from inscl.core.io import STALE_TEMP_S, InputError
 from inscl.core.hashing import content_hash
+from inscl.core.io import STALE_TEMP_S, InputError
 from inscl.core.llm import InvalidAnswer, response_cache_path
+from inscl.instructions import embed as embedding
 from inscl.instructions.tag import (
     OFFLINE_VERSION,
     build_messages,
@@ -72,7 +73,9 @@ def test_parse_tags_tolerates_fences_prose_and_wrappers(answer):
 
 
 def test_parse_tags_single_object_strings_and_duplicates():
-    assert parse_tags('Here: {"tag": "math", "explanation": "adds numbers"}') == [{"tag": "math", "explanation": "adds numbers"}]
+    assert parse_tags('Here: {"tag": "math", "explanation": "adds numbers"}') == [
+        {"tag": "math", "explanation": "adds numbers"}
+    ]
     assert parse_tags('["math", "Math", "  word   problems "]') == [
         {"tag": "math", "explanation": ""},
         {"tag": "word problems", "explanation": ""},
@@ -136,7 +139,10 @@ def test_overlapping_phrases_are_not_both_chosen():
 
 
 def test_offline_backend_tags_real_instructions_deterministically_and_cached(tmp_path):
-    texts = superni_definitions()[:2] + ["Classify the sentiment of the movie review as positive or negative.", "!!! ???"]
+    texts = superni_definitions()[:2] + [
+        "Classify the sentiment of the movie review as positive or negative.",
+        "!!! ???",
+    ]
     instructions = frame(texts)
     rows = tag_instructions(instructions, TAGGING, EMBEDDING, tmp_path)
     assert [r["instruction_id"] for r in rows] == list(instructions["instruction_id"])
@@ -164,7 +170,9 @@ def test_file_backend_reads_jsonl_and_our_parquet(tmp_path):
     jsonl.write_text(
         json.dumps({"instruction": texts[0], "tags": ["math", "arithmetic"]})
         + "\n\n"
-        + json.dumps({"instruction": texts[1], "tags": [{"tag": "summarization", "explanation": "shorten"}], "model": "gpt-4"})
+        + json.dumps(
+            {"instruction": texts[1], "tags": [{"tag": "summarization", "explanation": "shorten"}], "model": "gpt-4"}
+        )
         + "\n"
     )
     config = {**TAGGING, "backend": "file", "file": {"path": str(jsonl)}}
@@ -271,7 +279,9 @@ def test_killed_tagging_process_keeps_what_it_paid_for(openai_server, endpoint, 
     cache = tmp_path / "cache"
     openai_server.hold_after(8)  # the process gets 8 answers; its later requests wait, unanswered
     args = json.dumps([texts, {**endpoint, "max_concurrency": 2, "timeout_s": 60}, str(cache)])
-    process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, args], env=os.environ.copy(), stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, args], env=os.environ.copy(), stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 60
     while len(list((cache / "api").rglob("*.json"))) < 8 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.02)
@@ -288,7 +298,9 @@ def test_killed_tagging_process_keeps_what_it_paid_for(openai_server, endpoint, 
 
     with OpenAIServer(api_key=api_key) as rerun_server:  # the killed process's held requests stay on the first
         rerun_endpoint = {**endpoint, "base_url": rerun_server.base_url}
-        rows = tag_instructions(frame(texts), {**TAGGING, "backend": "openai", "openai": rerun_endpoint}, EMBEDDING, cache)
+        rows = tag_instructions(
+            frame(texts), {**TAGGING, "backend": "openai", "openai": rerun_endpoint}, EMBEDDING, cache
+        )
         assert all(r["status"] == "ok" for r in rows)
         rerun_texts = {messages[-1]["content"].split("\n\n")[-1] for messages in rerun_server.chat_messages()}
         assert rerun_server.count() == len(texts) - len(saved)  # only the missing calls

@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from inscl.core.io import InputError
 from inscl.core import artifacts
+from inscl.core.io import InputError
 from inscl.instructions.normalize_tags import cluster_tags, normalize_tag, normalize_tags
 
 

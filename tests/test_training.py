@@ -6,6 +6,7 @@ import pytest
 import torch
 from training_support import MODEL, build_tiny_base, superni_instances, training_settings, write_instances
 
+from inscl.core import artifacts
 from inscl.core.io import InputError
 from inscl.core.prompts import build_prompt, encode_prompt
 from inscl.training import distributed
@@ -14,7 +15,6 @@ from inscl.training.examples import IGNORE_INDEX, Example, assemble, encode_exam
 from inscl.training.loss import AnswerLoss
 from inscl.training.models import autocast_dtype, count_parameters, load_causal_lm, load_tokenizer, load_trainable
 from inscl.training.optimizer import learning_rate_at
-from inscl.core import artifacts
 from inscl.training.train import TrainJob, replay_file, train
 
 
@@ -40,12 +40,28 @@ def single_thread():
 def make_job(workspace, name, tasks, previous=None, **settings) -> TrainJob:
     run = workspace["folder"] / name
     training = training_settings(
-        **{"mode": "full", "epochs": 3, "learning_rate": 3e-3, "batch_tokens": 512, "checkpoint_every": 1000, **settings}
+        **{
+            "mode": "full",
+            "epochs": 3,
+            "learning_rate": 3e-3,
+            "batch_tokens": 512,
+            "checkpoint_every": 1000,
+            **settings,
+        }
     )
     return TrainJob(
-        instances=str(workspace["instances"]), tasks=tasks, previous=str(previous or workspace["base"]),
-        base=str(workspace["base"]), output_model=str(run / "model"), output_log=str(run / "train_log.parquet"),
-        checkpoints=str(run / "checkpoints"), training=training, model=MODEL, seed=7, epochs=training["epochs"], label=name,
+        instances=str(workspace["instances"]),
+        tasks=tasks,
+        previous=str(previous or workspace["base"]),
+        base=str(workspace["base"]),
+        output_model=str(run / "model"),
+        output_log=str(run / "train_log.parquet"),
+        checkpoints=str(run / "checkpoints"),
+        training=training,
+        model=MODEL,
+        seed=7,
+        epochs=training["epochs"],
+        label=name,
     )
 
 
@@ -115,7 +131,9 @@ def test_packed_examples_do_not_attend_to_each_other(workspace, tokenizer):
         # Without the restarting positions the later examples would see the earlier ones.
         leaky = model(input_ids=batch["input_ids"][:1], use_cache=False).logits
         n0 = len(examples[0])
-        assert not torch.allclose(leaky[0, n0 : n0 + len(examples[1])], packed[0, n0 : n0 + len(examples[1])], atol=1e-3)
+        assert not torch.allclose(
+            leaky[0, n0 : n0 + len(examples[1])], packed[0, n0 : n0 + len(examples[1])], atol=1e-3
+        )
 
 
 def test_packed_and_padded_batches_give_the_same_loss(workspace, tokenizer):
@@ -125,7 +143,10 @@ def test_packed_and_padded_batches_give_the_same_loss(workspace, tokenizer):
     loss = AnswerLoss(model)
     indices = list(range(len(examples)))
     with torch.no_grad():
-        packed = sum(loss(**collate_packed([row], examples, tokenizer.pad_token_id)) for row in pack_rows([len(e) for e in examples], 256))
+        packed = sum(
+            loss(**collate_packed([row], examples, tokenizer.pad_token_id))
+            for row in pack_rows([len(e) for e in examples], 256)
+        )
         padded = loss(**collate_padded(indices, examples, tokenizer.pad_token_id))
         one_by_one = sum(loss(**collate_padded([i], examples, tokenizer.pad_token_id)) for i in indices)
     assert torch.allclose(packed, padded, rtol=1e-4) and torch.allclose(padded, one_by_one, rtol=1e-4)
@@ -181,8 +202,15 @@ def test_more_than_one_gpu_without_cuda_is_a_clear_error():
 def test_launch_command_for_four_gpus():
     command = distributed.launch_command("spec.json", 4, python="python")
     assert command == [
-        "python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
-        "-m", "inscl.training.train", "--spec", "spec.json",
+        "python",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=4",
+        "-m",
+        "inscl.training.train",
+        "--spec",
+        "spec.json",
     ]
 
 
@@ -237,14 +265,20 @@ def test_full_fine_tuning_lowers_the_loss_and_is_deterministic(workspace, single
     job = make_job(workspace, "full", ["copy", "sst2"])
     summary = train(job)
     log = pd.read_parquet(job.output_log)
-    assert list(log.columns) == artifacts.columns("train_log") and len(log) == summary["total_steps"] == summary["steps_run"]
+    assert (
+        list(log.columns) == artifacts.columns("train_log")
+        and len(log) == summary["total_steps"] == summary["steps_run"]
+    )
     assert log["loss"].iloc[-3:].mean() < 0.7 * log["loss"].iloc[:3].mean()
     assert log["epoch"].iloc[-1] == pytest.approx(3.0) and (log["tokens_per_s"] > 0).all()
     assert AutoModelForCausalLM.from_pretrained(job.output_model).config.model_type == "llama"
     assert not (workspace["folder"] / "full" / "checkpoints").exists()
     again = make_job(workspace, "full_again", ["copy", "sst2"])
     train(again)
-    first, second = load_file(f"{job.output_model}/model.safetensors"), load_file(f"{again.output_model}/model.safetensors")
+    first, second = (
+        load_file(f"{job.output_model}/model.safetensors"),
+        load_file(f"{again.output_model}/model.safetensors"),
+    )
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
@@ -265,8 +299,15 @@ def test_lora_adapter_is_carried_through_stages(workspace, single_thread):
     assert first.keys() == second.keys() and any(not torch.equal(first[k], second[k]) for k in first)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(workspace["base"]), stage2.output_model)
     assert count_parameters(model)[1] > 0
-    merged = make_job(workspace, "lora_merged", ["sst2"], previous=stage1.output_model, mode="lora", epochs=1,
-                      lora={**stage1.training["lora"], "merge_after_stage": True})
+    merged = make_job(
+        workspace,
+        "lora_merged",
+        ["sst2"],
+        previous=stage1.output_model,
+        mode="lora",
+        epochs=1,
+        lora={**stage1.training["lora"], "merge_after_stage": True},
+    )
     train(merged)
     assert (workspace["folder"] / "lora_merged" / "model" / "model.safetensors").exists()
     assert not (workspace["folder"] / "lora_merged" / "model" / "adapter_config.json").exists()

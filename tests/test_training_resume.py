@@ -1,4 +1,5 @@
 """A training job killed mid-stage resumes from its last checkpoint and ends with the same weights."""
+
 import json
 import os
 import shutil
@@ -40,9 +41,18 @@ def make_job(workspace, name, **settings) -> TrainJob:
         **{"mode": "lora", "epochs": 4, "learning_rate": 3e-3, "batch_tokens": 64, "checkpoint_every": 4, **settings}
     )
     return TrainJob(
-        instances=str(workspace["instances"]), tasks=["sst2", "arithmetic"], previous=str(workspace["base"]),
-        base=str(workspace["base"]), output_model=str(run / "model"), output_log=str(run / "train_log.parquet"),
-        checkpoints=str(run / "checkpoints"), training=training, model=MODEL, seed=11, epochs=training["epochs"], label=name,
+        instances=str(workspace["instances"]),
+        tasks=["sst2", "arithmetic"],
+        previous=str(workspace["base"]),
+        base=str(workspace["base"]),
+        output_model=str(run / "model"),
+        output_log=str(run / "train_log.parquet"),
+        checkpoints=str(run / "checkpoints"),
+        training=training,
+        model=MODEL,
+        seed=11,
+        epochs=training["epochs"],
+        label=name,
     )
 
 
@@ -59,7 +69,10 @@ def start_and_kill(job: TrainJob, sig: int, after_step: int) -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "inscl.training.train", "--spec", str(spec), "--threads", str(THREADS)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 240
     while saved_step(job) < after_step:

@@ -101,7 +101,12 @@ def test_task_distances_cover_every_ordered_pair_symmetrically():
     instances, embeddings = frames()
     table = task_distances(task_point_sets(instances, embeddings, ["a", "b", "c"]))
     assert list(zip(table["task_a"], table["task_b"])) == [
-        ("a", "b"), ("a", "c"), ("b", "a"), ("b", "c"), ("c", "a"), ("c", "b"),
+        ("a", "b"),
+        ("a", "c"),
+        ("b", "a"),
+        ("b", "c"),
+        ("c", "a"),
+        ("c", "b"),
     ]
     d = {(r.task_a, r.task_b): r.distance for r in table.itertuples()}
     assert d[("a", "b")] == d[("b", "a")] == pytest.approx(1 / 3)  # a: 2/3 on e1, 1/3 on e2

@@ -1,5 +1,6 @@
 """The whole workflow on the .test config, run once per session: what it writes, and what a dry run
 plans after each kind of edit (the cache must rerun exactly what depends on the edit)."""
+
 import re
 
 import pandas as pd
@@ -128,7 +129,9 @@ def test_code_edits_rerun_exactly_the_stages_that_reach_the_code(fresh_copy_of_f
     run = fresh_copy_of_finished_run
     strategies = run / "src/inscl/replay/strategies.py"
     original = strategies.read_text()
-    docstring = '"""InsCL\'s dynamic replay: task j gets floor(alpha * W_j / sum W), the remainder to the largest W_j."""'
+    docstring = (
+        '"""InsCL\'s dynamic replay: task j gets floor(alpha * W_j / sum W), the remainder to the largest W_j."""'
+    )
     assert docstring in original
     strategies.write_text(original.replace(docstring, '"""Distance-weighted quotas (reworded)."""'))
     assert dry_run(run) == []
@@ -138,7 +141,9 @@ def test_code_edits_rerun_exactly_the_stages_that_reach_the_code(fresh_copy_of_f
     write_config(run, config)
     allocation = "allocation = allocate(ctx.budget, distances, capacities)"
     assert original.count(allocation) == 1
-    strategies.write_text(original.replace(allocation, "allocation = allocate(ctx.budget, distances * 1.0, capacities)"))
+    strategies.write_text(
+        original.replace(allocation, "allocation = allocate(ctx.budget, distances * 1.0, capacities)")
+    )
     jobs = dry_run(run)
     replays = {wildcards for rule, wildcards, _ in jobs if rule == "select_replay"}
     assert replays == {"order=demo, method=inscl, seed=0", "order=demo, method=inscl_dynamic_only, seed=0"}, jobs

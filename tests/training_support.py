@@ -1,4 +1,5 @@
 """Shared test data for the training tests: real SuperNI instances, a tiny base model, default settings."""
+
 from __future__ import annotations
 
 import json
@@ -34,14 +35,16 @@ def superni_instances() -> pd.DataFrame:
         data = json.loads((FIXTURES / name).read_text())
         instances = data["Instances"]
         for k, instance in enumerate(instances):
-            rows.append({
-                "task": task,
-                "split": "test" if k >= len(instances) - 2 else "train",
-                "instance_id": instance["id"],
-                "instruction": data["Definition"][0],
-                "input": instance["input"],
-                "output": list(instance["output"]),
-            })
+            rows.append(
+                {
+                    "task": task,
+                    "split": "test" if k >= len(instances) - 2 else "train",
+                    "instance_id": instance["id"],
+                    "instruction": data["Definition"][0],
+                    "input": instance["input"],
+                    "output": list(instance["output"]),
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -1,4 +1,5 @@
 """Running the workflow from tests: one way to call Snakemake, and to read what a dry run plans."""
+
 import os
 import re
 import shutil
@@ -13,15 +14,35 @@ TEST_CONFIG = REPO / ".test" / "config.yaml"
 CHECKOUT_PARTS = ("Snakefile", "workflow", "src", "profiles", "envs", "config.yaml", ".test")
 
 
-def snakemake(workdir: Path, *args: str, snakefile: Path | None = None, env: dict | None = None,
-              check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path,
+    *args: str,
+    snakefile: Path | None = None,
+    env: dict | None = None,
+    check: bool = True,
+    timeout: int = 1200,
+) -> subprocess.CompletedProcess:
     """`snakemake --cores 2 <args>` in `workdir` on `workdir/config.yaml` (the repo's Snakefile by default)."""
     command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(snakefile or REPO / "Snakefile"),
-        "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(snakefile or REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
     ]
     result = subprocess.run(
-        command, cwd=workdir, capture_output=True, text=True, timeout=timeout,
+        command,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
     )
     if check:

@@ -10,6 +10,7 @@ never overwritten. The daemons need root: slurmd starts each job as the user who
 
 Command line: python tests/slurm/local_cluster.py up|down [--root DIR] [--partition NAME]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -129,8 +130,10 @@ class LocalSlurm:
             if check():
                 return
             if self.processes[name].poll() is not None:
-                raise ClusterError(f"{name} exited with status {self.processes[name].returncode}; "
-                                   f"last lines of {log}:\n{_tail(log)}\n{_tail(self.root / f'{name}.out')}")
+                raise ClusterError(
+                    f"{name} exited with status {self.processes[name].returncode}; "
+                    f"last lines of {log}:\n{_tail(log)}\n{_tail(self.root / f'{name}.out')}"
+                )
             time.sleep(0.5)
         raise ClusterError(f"{name} did not come up within {timeout:.0f} s; last lines of {log}:\n{_tail(log)}")
 
@@ -151,14 +154,21 @@ class LocalSlurm:
         munge_dir = self.root / "munge"
         self._start(
             "munged",
-            ["munged", "-F", f"--socket={self.munge_socket}", f"--key-file={key}",
-             f"--log-file={munge_dir / 'munged.log'}", f"--pid-file={munge_dir / 'munged.pid'}",
-             f"--seed-file={munge_dir / 'munged.seed'}"],
+            [
+                "munged",
+                "-F",
+                f"--socket={self.munge_socket}",
+                f"--key-file={key}",
+                f"--log-file={munge_dir / 'munged.log'}",
+                f"--pid-file={munge_dir / 'munged.pid'}",
+                f"--seed-file={munge_dir / 'munged.seed'}",
+            ],
         )
         self._wait(
             "munged",
             lambda: self._ok(["munge", "-n", "-S", str(self.munge_socket)]).returncode == 0,
-            timeout, munge_dir / "munged.log",
+            timeout,
+            munge_dir / "munged.log",
         )
         conf = self.render_conf()
         (self.root / "slurm.conf").write_text(conf)

@@ -54,9 +54,7 @@ def get_run(wildcards):
     if "run" in wildcards.keys():
         return runs.parse(wildcards.run)
     if "stage" in wildcards.keys():
-        return runs.chain(
-            wildcards.order, wildcards.method, wildcards.seed, wildcards.stage
-        )
+        return runs.chain(wildcards.order, wildcards.method, wildcards.seed, wildcards.stage)
     if "task" in wildcards.keys():
         return runs.single_task(wildcards.seed, wildcards.task)
     return runs.multitask(wildcards.seed)
@@ -93,10 +91,9 @@ def get_replay_inputs(wildcards):
 
 
 def get_replay_settings(wildcards):
+    """The settings the method reads (see inscl.core.methods), nested like the config."""
     method = METHOD_REGISTRY[wildcards.method]
-    return stages.canonical(
-        {key: stages.lookup(config, key) for key in method.settings}
-    )
+    return stages.nested({key: stages.lookup(config, key) for key in method.settings})
 
 
 def get_replay_code(wildcards):
@@ -154,10 +151,7 @@ def get_optional_summaries(wildcards):
     if config["judge"]["enabled"]:
         files["judge"] = [f"{runs.JUDGE}/{run.name}/summary.parquet" for run in finals]
     if config["general"]["enabled"]:
-        files["general"] = [
-            f"{runs.GENERAL}/{run.name}/results.parquet"
-            for run in [runs.BASE] + finals
-        ]
+        files["general"] = [f"{runs.GENERAL}/{run.name}/results.parquet" for run in [runs.BASE] + finals]
     return files
 
 
@@ -206,9 +200,7 @@ def get_source_files(wildcards):
     for source in config["data"]["sources"]:
         path = source.get("path")
         if path and os.path.isdir(path):
-            files += sorted(
-                str(p) for p in Path(path).rglob("*") if p.is_file()
-            )
+            files += sorted(str(p) for p in Path(path).rglob("*") if p.is_file())
         elif path:
             files.append(path)
         if source.get("task_list"):

@@ -4,14 +4,14 @@ rule ingest:
     output:
         instances=ARTIFACT["instances"],
         tasks=ARTIFACT["tasks"],
+    log:
+        "logs/ingest.log",
+    conda:
+        "../../envs/inscl.yaml"
+    resources:
+        **get_resources("ingest"),
     params:
         settings=get_settings("ingest"),
         code=get_code("ingest.py"),
-    log:
-        "logs/ingest.log",
-    resources:
-        **get_resources("ingest"),
-    conda:
-        "../../envs/inscl.yaml"
     script:
         "../scripts/ingest.py"

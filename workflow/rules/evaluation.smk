@@ -6,19 +6,19 @@ rule evaluate:
     output:
         predictions=f"{runs.RUNS}/{{run}}/predictions.parquet",
         scores=f"{runs.RUNS}/{{run}}/scores.parquet",
-    params:
-        settings=get_settings("evaluate"),
-        tasks=get_evaluated_tasks,
-        code=get_code("evaluate.py"),
     log:
         "logs/evaluate/{run}.log",
     benchmark:
         "logs/benchmarks/evaluate/{run}.tsv"
+    conda:
+        "../../envs/inscl.yaml"
     threads: get_threads("evaluate")
     resources:
         **get_resources("evaluate"),
-    conda:
-        "../../envs/inscl.yaml"
+    params:
+        settings=get_settings("evaluate"),
+        tasks=get_evaluated_tasks,
+        code=get_code("evaluate.py"),
     script:
         "../scripts/evaluate.py"
 
@@ -28,18 +28,18 @@ rule metrics:
         unpack(get_score_files),
     output:
         **get_metrics_outputs(),
+    log:
+        "logs/metrics.log",
+    conda:
+        "../../envs/inscl.yaml"
+    resources:
+        **get_resources("metrics"),
     params:
         settings=get_settings("metrics"),
         orders=stages.canonical(ORDERS),
         methods=METHODS,
         seeds=SEEDS,
         code=get_code("metrics.py"),
-    log:
-        "logs/metrics.log",
-    resources:
-        **get_resources("metrics"),
-    conda:
-        "../../envs/inscl.yaml"
     script:
         "../scripts/metrics.py"
 
@@ -52,18 +52,18 @@ rule judge:
     output:
         verdicts=f"{runs.JUDGE}/{{run}}/verdicts.parquet",
         summary=f"{runs.JUDGE}/{{run}}/summary.parquet",
-    params:
-        settings=get_settings("judge"),
-        code=get_code("judge.py"),
     log:
         "logs/judge/{run}.log",
     benchmark:
         "logs/benchmarks/judge/{run}.tsv"
+    conda:
+        "../../envs/inscl.yaml"
     threads: get_threads("judge")
     resources:
         **get_resources("judge"),
-    conda:
-        "../../envs/inscl.yaml"
+    params:
+        settings=get_settings("judge"),
+        code=get_code("judge.py"),
     script:
         "../scripts/judge.py"
 
@@ -74,17 +74,17 @@ rule general_ability:
         base=runs.BASE.model,
     output:
         f"{runs.GENERAL}/{{run}}/results.parquet",
-    params:
-        settings=get_settings("general_ability"),
-        code=get_code("general_ability.py"),
     log:
         "logs/general/{run}.log",
     benchmark:
         "logs/benchmarks/general/{run}.tsv"
+    conda:
+        "../../envs/inscl.yaml"
     threads: get_threads("general_ability")
     resources:
         **get_resources("general_ability"),
-    conda:
-        "../../envs/inscl.yaml"
+    params:
+        settings=get_settings("general_ability"),
+        code=get_code("general_ability.py"),
     script:
         "../scripts/general_ability.py"

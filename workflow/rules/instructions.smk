@@ -3,18 +3,18 @@ rule embed_instructions:
         ARTIFACT["instances"],
     output:
         ARTIFACT["embeddings"],
-    params:
-        settings=get_settings("embed_instructions"),
-        code=get_code("embed.py"),
     log:
         "logs/embed_instructions.log",
     benchmark:
         "logs/benchmarks/embed_instructions.tsv"
+    conda:
+        "../../envs/inscl.yaml"
     threads: 2
     resources:
         **get_resources("embed_instructions"),
-    conda:
-        "../../envs/inscl.yaml"
+    params:
+        settings=get_settings("embed_instructions"),
+        code=get_code("embed.py"),
     script:
         "../scripts/embed.py"
 
@@ -22,13 +22,13 @@ rule embed_instructions:
 use rule embed_instructions as embed_examples with:
     output:
         ARTIFACT["example_embeddings"],
-    params:
-        settings=get_settings("embed_examples"),
-        code=get_code("embed.py"),
     log:
         "logs/embed_examples.log",
     benchmark:
         "logs/benchmarks/embed_examples.tsv"
+    params:
+        settings=get_settings("embed_examples"),
+        code=get_code("embed.py"),
 
 
 rule tag:
@@ -37,18 +37,18 @@ rule tag:
         tag_file=get_tag_file,
     output:
         ARTIFACT["tags_raw"],
-    params:
-        settings=get_settings("tag"),
-        code=get_code("tag.py"),
     log:
         "logs/tag.log",
     benchmark:
         "logs/benchmarks/tag.tsv"
+    conda:
+        "../../envs/inscl.yaml"
     threads: 2
     resources:
         **get_resources("tag"),
-    conda:
-        "../../envs/inscl.yaml"
+    params:
+        settings=get_settings("tag"),
+        code=get_code("tag.py"),
     script:
         "../scripts/tag.py"
 
@@ -59,16 +59,16 @@ rule normalize_tags:
     output:
         tags=ARTIFACT["tags"],
         mapping=ARTIFACT["tag_map"],
-    params:
-        settings=get_settings("normalize_tags"),
-        code=get_code("normalize_tags.py"),
     log:
         "logs/normalize_tags.log",
+    conda:
+        "../../envs/inscl.yaml"
     threads: 2
     resources:
         **get_resources("normalize_tags"),
-    conda:
-        "../../envs/inscl.yaml"
+    params:
+        settings=get_settings("normalize_tags"),
+        code=get_code("normalize_tags.py"),
     script:
         "../scripts/normalize_tags.py"
 
@@ -79,15 +79,15 @@ rule insinfo:
         instances=ARTIFACT["instances"],
     output:
         ARTIFACT["insinfo"],
+    log:
+        "logs/insinfo.log",
+    conda:
+        "../../envs/inscl.yaml"
+    resources:
+        **get_resources("insinfo"),
     params:
         settings=get_settings("insinfo"),
         tasks=EXPERIMENT_TASKS,
         code=get_code("insinfo.py"),
-    log:
-        "logs/insinfo.log",
-    resources:
-        **get_resources("insinfo"),
-    conda:
-        "../../envs/inscl.yaml"
     script:
         "../scripts/insinfo.py"

@@ -11,16 +11,16 @@ rule report:
             subcategory="{section}",
             labels={"figure": "{section}", "name": "{name}"},
         ),
+    log:
+        "logs/report.log",
+    conda:
+        "../../envs/inscl.yaml"
+    resources:
+        **get_resources("report"),
     params:
         orders=stages.canonical(ORDERS),
         methods=METHODS,
         tasks=EXPERIMENT_TASKS,
         code=get_code("report.py"),
-    log:
-        "logs/report.log",
-    resources:
-        **get_resources("report"),
-    conda:
-        "../../envs/inscl.yaml"
     script:
         "../scripts/report.py"

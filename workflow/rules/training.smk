@@ -3,16 +3,16 @@ rule base_model:
         ARTIFACT["instances"],
     output:
         directory(runs.BASE.model),
-    params:
-        settings=get_settings("base_model"),
-        code=get_code("base_model.py"),
     log:
         "logs/base_model.log",
+    conda:
+        "../../envs/inscl.yaml"
     threads: get_threads("base_model")
     resources:
         **get_resources("base_model"),
-    conda:
-        "../../envs/inscl.yaml"
+    params:
+        settings=get_settings("base_model"),
+        code=get_code("base_model.py"),
     script:
         "../scripts/base_model.py"
 
@@ -24,21 +24,21 @@ rule train:
     output:
         model=directory(runs.template("chain").model),
         train_log=runs.template("chain").file("train_log.parquet"),
+    log:
+        "logs/train/{order}/{method}/seed{seed}/stage{stage}.log",
+    benchmark:
+        "logs/benchmarks/train/{order}/{method}/seed{seed}/stage{stage}.tsv"
+    conda:
+        "../../envs/inscl.yaml"
+    threads: get_threads("train")
+    resources:
+        **get_resources("train"),
     params:
         settings=get_settings("train"),
         tasks=get_train_tasks,
         epochs=get_train_epochs,
         seed=get_train_seed,
         code=get_code("train.py"),
-    log:
-        "logs/train/{order}/{method}/seed{seed}/stage{stage}.log",
-    benchmark:
-        "logs/benchmarks/train/{order}/{method}/seed{seed}/stage{stage}.tsv"
-    threads: get_threads("train")
-    resources:
-        **get_resources("train"),
-    conda:
-        "../../envs/inscl.yaml"
     script:
         "../scripts/train.py"
 

@@ -1,4 +1,5 @@
 """Rule base_model: the tiny LLaMA built locally, or a reference to a local Hugging Face model."""
+
 from inscl.core import artifacts
 from inscl.core.rule import run_rule
 from inscl.core.stages import job_settings

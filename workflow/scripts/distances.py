@@ -1,4 +1,5 @@
 """Rule distances: W1 between the instruction-embedding sets of every ordered pair of experiment tasks."""
+
 from inscl.core import artifacts
 from inscl.core.rule import run_rule
 from inscl.core.stages import job_settings

@@ -1,4 +1,5 @@
 """Rules embed_instructions and embed_examples: sentence embeddings through the content-addressed cache."""
+
 from inscl.core import artifacts
 from inscl.core.rule import run_rule
 from inscl.core.stages import job_settings

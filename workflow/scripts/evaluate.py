@@ -1,4 +1,5 @@
 """Rule evaluate: answers for the test sets of the run's tasks, and their score per task."""
+
 from inscl.core import artifacts, runs
 from inscl.core.hashing import stable_seed
 from inscl.core.rule import run_rule

@@ -1,4 +1,5 @@
 """Rule general_ability: lm-evaluation-harness on one run's model -> results.parquet."""
+
 from inscl.core import artifacts
 from inscl.core.rule import run_rule
 from inscl.core.stages import job_settings

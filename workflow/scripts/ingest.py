@@ -1,4 +1,5 @@
 """Rule ingest: every configured data source -> instances.parquet and tasks.parquet."""
+
 from inscl.core import artifacts
 from inscl.core.rule import run_rule
 from inscl.core.stages import job_settings

@@ -1,4 +1,5 @@
 """Rule insinfo: InsInfo of every instruction over the configured pool."""
+
 from inscl.core import artifacts
 from inscl.core.rule import run_rule
 from inscl.core.stages import job_settings

@@ -1,4 +1,5 @@
 """Rule judge: the run's model against the base model on the configured prompt sets -> verdicts and win/tie/lose rates."""
+
 from inscl.core import artifacts, runs
 from inscl.core.hashing import stable_seed
 from inscl.core.rule import run_rule

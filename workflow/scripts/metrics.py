@@ -1,5 +1,6 @@
 """Rule metrics: the score matrix, CL metrics per run and their mean +- std over seeds; with the judge
 and lm-evaluation-harness enabled, also the win/tie/lose rates and Delta R^G of the final models."""
+
 from inscl.core import artifacts
 from inscl.core.rule import run_rule
 from inscl.core.stages import job_settings

@@ -1,4 +1,5 @@
 """Rule normalize_tags: canonical tags per instruction and the raw -> canonical tag map."""
+
 from inscl.core import artifacts
 from inscl.core.rule import run_rule
 from inscl.core.stages import job_settings

@@ -1,4 +1,5 @@
 """Rule report: the HTML report (tables and plots) from the metrics, replay sets and instruction analysis."""
+
 from inscl.core.rule import run_rule
 
 

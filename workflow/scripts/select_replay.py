@@ -1,4 +1,5 @@
 """Rule select_replay: the replayed examples of every stage of one (order, method, seed), and their composition."""
+
 from inscl.core.rule import run_rule
 from inscl.replay.select_replay import select_replay
 

@@ -1,4 +1,5 @@
 """Rule tag: intention tags per unique instruction with the configured backend (openai, offline, file)."""
+
 from inscl.core import artifacts
 from inscl.core.rule import run_rule
 from inscl.core.stages import job_settings

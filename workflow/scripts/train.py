@@ -1,4 +1,5 @@
 """Rule train (and train_multitask, train_single_task): one training run -> model/ and train_log.parquet."""
+
 from inscl.core import runs
 from inscl.core.rule import run_rule
 from inscl.core.stages import job_settings

@@ -8,6 +8,7 @@ the fixed artifacts live here too (per-run files are in ``inscl.core.runs``).
 Types are written as short strings so that importing this module costs nothing (the Snakefile
 reads the paths at start-up); ``arrow_schema`` builds the pyarrow schema on use.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -83,8 +84,7 @@ ARTIFACTS: dict[str, Artifact] = {
     ),
     "composition": Artifact(
         _columns(
-            "order:string method:string seed:int64 stage:int64 current_task:string source_task:string "
-            "n_examples:int64"
+            "order:string method:string seed:int64 stage:int64 current_task:string source_task:string n_examples:int64"
         )
     ),
     "train_log": Artifact(
@@ -153,7 +153,9 @@ def _arrow_type(spec: str):
     if spec.startswith("list<") and spec.endswith(">"):
         return pa.list_(_arrow_type(spec[5:-1]))
     if spec.startswith("struct<") and spec.endswith(">"):
-        return pa.struct([(field, _arrow_type(kind)) for field, kind in (f.split(":", 1) for f in spec[7:-1].split(","))])
+        return pa.struct(
+            [(field, _arrow_type(kind)) for field, kind in (f.split(":", 1) for f in spec[7:-1].split(","))]
+        )
     return {
         "string": pa.string(),
         "int64": pa.int64(),

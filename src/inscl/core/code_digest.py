@@ -10,6 +10,7 @@ digest, and editing one function changes the digest of exactly the stages that r
 Rules pass the digest as a ``code`` param; Snakemake reruns a job whose params changed. Modules
 are parsed without being imported (stdlib only), so the Snakefile starts fast.
 """
+
 from __future__ import annotations
 
 import ast
@@ -130,7 +131,7 @@ def _closure(module: _Module, names: set[str], seen: set, parts: list[str]) -> N
                 parts.append(f"{module.name}:{name}:{ast.dump(node, include_attributes=False)}")
                 used, attributes = _used_names(node)
                 _closure(module, used - {name}, seen, parts)
-                for alias, attribute in attributes:
+                for alias, attribute in sorted(attributes):
                     target = module.imports.get(alias)
                     if target and _is_submodule(target):
                         _closure(_module(_joined(target)), {attribute}, seen, parts)
@@ -161,15 +162,17 @@ def _whole(module: _Module, seen: set, parts: list[str]) -> None:
 def digest(*entries: str) -> str:
     """A short hex digest of the code `entries` reach (see the module docstring)."""
     seen: set = set()
-    parts: list[str] = [VERSION]
+    parts: list[str] = []
     for entry in entries:
         if entry.endswith(".py"):
             script = _script(entry)
-            parts.append(ast.dump(ast.Module(body=[n for n in script.tree.body if not _defined_names(n)], type_ignores=[])))
+            parts.append(
+                ast.dump(ast.Module(body=[n for n in script.tree.body if not _defined_names(n)], type_ignores=[]))
+            )
             _whole(script, seen, parts)
         elif ":" in entry:
             module, name = entry.split(":", 1)
             _closure(_module(module), {name}, seen, parts)
         else:
             _whole(_module(entry), seen, parts)
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    return hashlib.sha256("\n".join([VERSION, *sorted(parts)]).encode()).hexdigest()[:16]

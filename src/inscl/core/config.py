@@ -1,4 +1,5 @@
 """Config loading: JSON-schema validation with one-line errors, and defaults filled from the schema."""
+
 from __future__ import annotations
 
 import copy
@@ -104,7 +105,9 @@ def check_consistency(config: dict, source: str) -> None:
 
     for method in config.get("methods", []):
         if method not in METHODS:
-            raise ConfigError(f"{source}: key 'methods': unknown method {method!r}; expected one of: {', '.join(METHODS)}")
+            raise ConfigError(
+                f"{source}: key 'methods': unknown method {method!r}; expected one of: {', '.join(METHODS)}"
+            )
     epochs = config.get("training", {}).get("epochs")
     if isinstance(epochs, list):
         for name, tasks in config["orders"].items():

@@ -1,4 +1,5 @@
 """Content hashes and seeds that are identical across runs, processes and machines (stdlib only)."""
+
 from __future__ import annotations
 
 import hashlib

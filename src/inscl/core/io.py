@@ -1,4 +1,5 @@
 """Shared I/O helpers: one-line input errors, atomic writes, reading JSON and UTF-8 text."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
-
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

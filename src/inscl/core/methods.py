@@ -8,6 +8,7 @@ nothing else names a method's needs. Stdlib only: the Snakefile imports it at st
 - ``needs``: artifacts the strategy reads beyond the instances (see ``inscl.core.artifacts``).
 - ``settings``: the config keys (dotted) that change what the method computes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Prompt templates shared by training and generation: the text up to where the answer starts."""
+
 from __future__ import annotations
 
 TEMPLATES = ("plain", "chat")

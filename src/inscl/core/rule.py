@@ -1,4 +1,5 @@
 """Glue for workflow/scripts/*.py: logging to the rule's log, one-line input errors, thread limits."""
+
 from __future__ import annotations
 
 import logging

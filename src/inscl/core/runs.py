@@ -9,6 +9,7 @@ A run is one trained (or base) model:
 
 Its folder is ``results/runs/<run>``. Stdlib only: the Snakefile imports this at start-up.
 """
+
 from __future__ import annotations
 
 import re
@@ -32,9 +33,7 @@ _GRAMMAR = {
     "single_task": re.compile(rf"single_task/{_SEED}/(?P<task>{_NAME})"),
 }
 # The `run` wildcard of the evaluation rules: any of the four forms.
-RUN_PATTERN = "|".join(
-    [r"base", r"multitask/seed\d+", r"single_task/seed\d+/[^/]+", r"[^/]+/[^/]+/seed\d+/stage\d+"]
-)
+RUN_PATTERN = "|".join([r"base", r"multitask/seed\d+", r"single_task/seed\d+/[^/]+", r"[^/]+/[^/]+/seed\d+/stage\d+"])
 
 
 @dataclass(frozen=True)

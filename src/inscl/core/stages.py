@@ -12,6 +12,7 @@ changes how its job runs.
 
 Stdlib + PyYAML only: the Snakefile imports this at start-up.
 """
+
 from __future__ import annotations
 
 import json
@@ -159,12 +160,17 @@ def _split(config: dict, rule: str) -> tuple[dict, dict]:
     return outputs, jobs
 
 
-def settings(config: dict, rule: str) -> dict:
-    """The output-changing settings of `rule`, nested like the config, keys sorted."""
+def nested(values: dict) -> dict:
+    """{dotted key: value} -> a dict nested like the config, keys sorted."""
     tree: dict = {}
-    for key, value in _split(config, rule)[0].items():
+    for key, value in values.items():
         _place(tree, key, value)
     return canonical(tree)
+
+
+def settings(config: dict, rule: str) -> dict:
+    """The output-changing settings of `rule`, nested like the config, keys sorted."""
+    return nested(_split(config, rule)[0])
 
 
 def resource_name(key: str) -> str:

@@ -6,6 +6,7 @@ reverse/sort_letters (the same letter triples). A model can only tell a pair apa
 the instruction, so sequential training on one member overwrites the other and forgetting is
 visible. Answers are one word, one or two digits, or three letters, so exact match is the metric.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -13,8 +14,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from inscl.core.io import InputError
 from inscl.core.hashing import stable_seed
+from inscl.core.io import InputError
 
 POSITIVE = ("great", "lovely", "fun", "amazing", "wonderful", "nice", "perfect", "excellent")
 NEGATIVE = ("awful", "boring", "terrible", "bad", "dull", "horrible", "poor", "weak")
@@ -137,7 +138,9 @@ DEMO_TASKS: dict[str, DemoTask] = {
 }
 
 
-def generate_demo(seed: int = 0, n_train: int = 240, n_test: int = 60, tasks=None, config_key: str = "data.sources") -> list[dict]:
+def generate_demo(
+    seed: int = 0, n_train: int = 240, n_test: int = 60, tasks=None, config_key: str = "data.sources"
+) -> list[dict]:
     """Rows {task, split, index, instruction, input, output} of the demo benchmark.
 
     Within a task, no (instruction, input) pair repeats, so no test prompt is seen verbatim in training.
@@ -146,7 +149,11 @@ def generate_demo(seed: int = 0, n_train: int = 240, n_test: int = 60, tasks=Non
     rows = []
     for name in names:
         if name not in DEMO_TASKS:
-            raise InputError("config", f"unknown demo task '{name}'; expected some of {list(DEMO_TASKS)}", field=f"{config_key}.tasks")
+            raise InputError(
+                "config",
+                f"unknown demo task '{name}'; expected some of {list(DEMO_TASKS)}",
+                field=f"{config_key}.tasks",
+            )
         task = DEMO_TASKS[name]
         space = len(task.instructions) * len(task.inputs)
         if n_train + n_test > space:

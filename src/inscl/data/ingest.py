@@ -5,6 +5,7 @@ Every source yields rows with the columns of the instances artifact. Sources wit
 stable and independent of file order. Caps per experiment task keep the instances with the
 smallest hash, again independent of order. Bad input raises InputError naming file, record, field.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from inscl.data.demo import generate_demo
-from inscl.core.io import InputError, read_text_utf8
-from inscl.core.hashing import content_hash, stable_seed
 from inscl.core import artifacts
+from inscl.core.hashing import content_hash, stable_seed
+from inscl.core.io import InputError, read_text_utf8
+from inscl.data.demo import generate_demo
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ class _IdRegistry:
         key = str(upstream_id)
         if key in self.seen:
             first_file, first_record = self.seen[key]
-            raise InputError(file, f"duplicate id '{key}' (first at {first_file} record {first_record})", record=record, field="id")
+            raise InputError(
+                file, f"duplicate id '{key}' (first at {first_file} record {first_record})", record=record, field="id"
+            )
         self.seen[key] = (file, record)
         return key
 
@@ -164,7 +167,9 @@ def superni_definition(doc: dict, path) -> str:
     if isinstance(definition, list):
         for i, part in enumerate(definition):
             if not isinstance(part, str):
-                raise InputError(path, f"expected strings, got {type(part).__name__} at position {i}", field="Definition")
+                raise InputError(
+                    path, f"expected strings, got {type(part).__name__} at position {i}", field="Definition"
+                )
         definition = "\n".join(part.strip() for part in definition)
     return _text(definition, path, None, "Definition").strip()
 
@@ -211,13 +216,27 @@ def load_superni(source: dict, base_dir=".", key: str = "data.sources[0]") -> li
             if task not in files:
                 raise InputError("config", f"source task '{task}' not found in {root}", record=i, field=f"{gkey}.tasks")
             if task not in allowed:
-                raise InputError("config", f"source task '{task}' is not in task_list {source['task_list']}", record=i, field=f"{gkey}.tasks")
+                raise InputError(
+                    "config",
+                    f"source task '{task}' is not in task_list {source['task_list']}",
+                    record=i,
+                    field=f"{gkey}.tasks",
+                )
             if task in explicit:
-                raise InputError("config", f"source task '{task}' is also in group '{explicit[task]}'", record=i, field=f"{gkey}.tasks")
+                raise InputError(
+                    "config",
+                    f"source task '{task}' is also in group '{explicit[task]}'",
+                    record=i,
+                    field=f"{gkey}.tasks",
+                )
             explicit[task] = group
         for category in spec.get("categories") or []:
             if category in by_category:
-                raise InputError("config", f"category '{category}' is also in group '{by_category[category]}'", field=f"{gkey}.categories")
+                raise InputError(
+                    "config",
+                    f"category '{category}' is also in group '{by_category[category]}'",
+                    field=f"{gkey}.categories",
+                )
             by_category[category] = group
 
     # Explicit task names take precedence over categories; categories need every file's metadata.
@@ -237,12 +256,18 @@ def load_superni(source: dict, base_dir=".", key: str = "data.sources[0]") -> li
             continue
         if english_only and not _is_english(doc):
             if task in explicit:
-                raise InputError("config", f"source task '{task}' is not English (set english_only: false to keep it)", field=f"{key}.groups.{group}.tasks")
+                raise InputError(
+                    "config",
+                    f"source task '{task}' is not English (set english_only: false to keep it)",
+                    field=f"{key}.groups.{group}.tasks",
+                )
             continue
         selected[task] = (group, _superni_rows(doc, path, name, group, task, ids))
     for category, group in by_category.items():
         if category not in seen_categories:
-            raise InputError("config", f"no source task has category '{category}'", field=f"{key}.groups.{group}.categories")
+            raise InputError(
+                "config", f"no source task has category '{category}'", field=f"{key}.groups.{group}.categories"
+            )
     group_rank = {group: i for i, group in enumerate(groups)}
     ordered = sorted(selected.items(), key=lambda item: (group_rank[item[1][0]], item[0]))
     return [row for _, (_, rows) in ordered for row in rows]
@@ -334,7 +359,11 @@ def load_trace(source: dict, base_dir=".", key: str = "data.sources[0]") -> list
             raise InputError("config", "the regex rule needs a pattern", field=f"{key}.instruction.pattern")
         try:
             if re.compile(pattern).groups < 1:
-                raise InputError("config", "the pattern needs a capturing group (group 1 is the instruction)", field=f"{key}.instruction.pattern")
+                raise InputError(
+                    "config",
+                    "the pattern needs a capturing group (group 1 is the instruction)",
+                    field=f"{key}.instruction.pattern",
+                )
         except re.error as e:
             raise InputError("config", f"invalid regex: {e}", field=f"{key}.instruction.pattern") from None
     rows = []
@@ -359,9 +388,13 @@ def load_trace(source: dict, base_dir=".", key: str = "data.sources[0]") -> list
                 output = _references(rec.get("answer"), path, r, "answer")
                 parts = split_instruction(prompt, rule, pattern)
                 if parts is None:
-                    raise InputError(path, f"the '{rule}' rule finds no instruction in the prompt", record=r, field="prompt")
+                    raise InputError(
+                        path, f"the '{rule}' rule finds no instruction in the prompt", record=r, field="prompt"
+                    )
                 instruction, text = parts
-                rows.append(_row(name, dataset, dataset, path, f"{dataset}/{split}/{r}", instruction, text, output, split))
+                rows.append(
+                    _row(name, dataset, dataset, path, f"{dataset}/{split}/{r}", instruction, text, output, split)
+                )
     return rows
 
 
@@ -435,7 +468,9 @@ def load_demo(source: dict, base_dir=".", key: str = "data.sources[0]") -> list[
     )
     for g in generated:
         local = f"{g['task']}/{g['split']}/{g['index']:05d}"
-        rows.append(_row(name, g["task"], g["task"], None, local, g["instruction"], g["input"], g["output"], g["split"]))
+        rows.append(
+            _row(name, g["task"], g["task"], None, local, g["instruction"], g["input"], g["output"], g["split"])
+        )
     return rows
 
 
@@ -500,7 +535,12 @@ def check_orders(tasks: pd.DataFrame, orders: dict) -> None:
     for name, order in (orders or {}).items():
         for i, task in enumerate(order):
             if task not in known:
-                raise InputError("config", f"task '{task}' is not produced by any data source (ingested tasks: {', '.join(known)})", record=i, field=f"orders.{name}")
+                raise InputError(
+                    "config",
+                    f"task '{task}' is not produced by any data source (ingested tasks: {', '.join(known)})",
+                    record=i,
+                    field=f"orders.{name}",
+                )
 
 
 def ingest(data: dict, orders: dict | None = None, base_dir=".") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -519,9 +559,19 @@ def ingest(data: dict, orders: dict | None = None, base_dir=".") -> tuple[pd.Dat
         frame = pd.DataFrame(rows)
         for task in dict.fromkeys(frame["task"]):
             if task in task_source:
-                raise InputError("config", f"task '{task}' is produced by both sources '{task_source[task]}' and '{source['name']}'", field=key)
+                raise InputError(
+                    "config",
+                    f"task '{task}' is produced by both sources '{task_source[task]}' and '{source['name']}'",
+                    field=key,
+                )
             task_source[task] = source["name"]
-        log.info("source %s (%s): %d instances, %d tasks", source["name"], source["type"], len(frame), frame["task"].nunique())
+        log.info(
+            "source %s (%s): %d instances, %d tasks",
+            source["name"],
+            source["type"],
+            len(frame),
+            frame["task"].nunique(),
+        )
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True)
     df["split"] = df["split"].astype(object)

@@ -9,6 +9,7 @@ Results are stored one row per (harness task, metric); a metric computed after a
 named `metric,filter` (e.g. `exact_match,strict-match`), with the `none` filter left out.
 Fractions (accuracy, exact match, F1) are put on the 0-100 scale of every other score.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,15 +18,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from inscl.core.io import InputError
 from inscl.core import artifacts
+from inscl.core.io import InputError
 
 log = logging.getLogger(__name__)
 
 FRACTION_METRICS = {"acc", "acc_norm", "acc_mutual_info", "exact_match", "em", "f1", "mcc", "contains"}
 # The headline metric of a task, by preference: MMLU/BoolQ/PIQA accuracy, GSM8K/BBH exact match, TyDiQA F1.
-PRIMARY_METRICS = ["acc", "exact_match,strict-match", "exact_match", "exact_match,flexible-extract", "f1", "em",
-                   "acc_norm"]
+PRIMARY_METRICS = [
+    "acc",
+    "exact_match,strict-match",
+    "exact_match",
+    "exact_match,flexible-extract",
+    "f1",
+    "em",
+    "acc_norm",
+]
 
 
 def harness_model_args(model_dir, base_dir, model_cfg: dict, device: str) -> dict:
@@ -132,7 +140,8 @@ def general_delta(before: pd.DataFrame, after: pd.DataFrame, tasks=None) -> tupl
             log.warning("general ability: task %s has no metric in common before and after", task)
             continue
         metric = primary_metric(common)
-        rows.append({"task": task, "metric": metric, "before": b[metric], "after": a[metric],
-                     "delta": a[metric] - b[metric]})
+        rows.append(
+            {"task": task, "metric": metric, "before": b[metric], "after": a[metric], "delta": a[metric] - b[metric]}
+        )
     table = pd.DataFrame(rows, columns=["task", "metric", "before", "after", "delta"])
     return table, float(table["delta"].mean()) if len(table) else float("nan")

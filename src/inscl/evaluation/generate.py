@@ -5,6 +5,7 @@ saw them. A prompt longer than the model's context minus `max_new_tokens` keeps 
 and loses tokens from the left. Each answer ends at the first EOS or after `max_new_tokens`.
 Sampling (optional) is seeded per batch from `stable_seed`, so reruns give the same text.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,10 +15,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from inscl.core.io import InputError
-from inscl.core.hashing import content_hash, stable_seed
-from inscl.core.prompts import build_prompt, encode_prompt
 from inscl.core import artifacts
+from inscl.core.hashing import content_hash, stable_seed
+from inscl.core.io import InputError
+from inscl.core.prompts import build_prompt, encode_prompt
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,11 @@ class GenerationSettings:
 
     @classmethod
     def from_config(cls, evaluation: dict, seed: int = 0, **overrides) -> "GenerationSettings":
-        values = {k: evaluation[k] for k in ("max_new_tokens", "batch_size", "do_sample", "temperature", "top_p")
-                  if k in evaluation}
+        values = {
+            k: evaluation[k]
+            for k in ("max_new_tokens", "batch_size", "do_sample", "temperature", "top_p")
+            if k in evaluation
+        }
         return cls(**{**values, "seed": seed, **overrides})
 
 
@@ -103,8 +107,10 @@ def generate_ids(
     limit = _context_limit(model)
     room = None if limit is None else limit - settings.max_new_tokens
     if room is not None and room < 2:
-        raise ValueError(f"max_new_tokens={settings.max_new_tokens} leaves no room for a prompt in the model's "
-                         f"context of {limit} tokens")
+        raise ValueError(
+            f"max_new_tokens={settings.max_new_tokens} leaves no room for a prompt in the model's "
+            f"context of {limit} tokens"
+        )
     bos = tokenizer.bos_token_id
     fitted = [fit_to_context(list(ids), room, bos) for ids in prompt_ids]
     order = sorted(range(len(fitted)), key=lambda i: (-len(fitted[i]), i))

@@ -13,6 +13,7 @@ Merge rule, from the run's model's side (win/tie/lose in each order):
   from the rates, kept in the table with its error).
 Rates are shares of the judged prompts; delta = win rate - lose rate, in percentage points.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,18 @@ from inscl.core.io import InputError, read_json
 
 log = logging.getLogger(__name__)
 
-VERDICT_COLUMNS = ["set", "prompt_id", "prompt", "answer_model", "answer_base", "verdict_ab", "verdict_ba", "outcome",
-                   "cost_usd", "error"]
+VERDICT_COLUMNS = [
+    "set",
+    "prompt_id",
+    "prompt",
+    "answer_model",
+    "answer_base",
+    "verdict_ab",
+    "verdict_ba",
+    "outcome",
+    "cost_usd",
+    "error",
+]
 SUMMARY_COLUMNS = ["set", "n", "win", "tie", "lose", "win_rate", "tie_rate", "lose_rate", "delta"]
 _VERDICT = re.compile(r"\[\[([ABC])\]\]")
 
@@ -119,19 +130,28 @@ def judge_pairs(pairs: pd.DataFrame, endpoint: dict, cache_dir, prompt_version: 
     requests = []
     for question, mine, base in zip(pairs["prompt"], pairs["answer_model"], pairs["answer_base"]):
         requests += [request(question, mine, base), request(question, base, mine)]
-    results = run_chat_requests(requests, endpoint, cache_dir, prompt_version, validate=parse_verdict,
-                                repair=repair_verdict, desc="judging")
+    results = run_chat_requests(
+        requests, endpoint, cache_dir, prompt_version, validate=parse_verdict, repair=repair_verdict, desc="judging"
+    )
     rows = []
     for (_, pair), ab, ba in zip(pairs.iterrows(), results[0::2], results[1::2]):
         verdict_ab = ab.parsed if ab.status == "ok" else None
         verdict_ba = ba.parsed if ba.status == "ok" else None
         errors = [f"{order}: {r.error}" for order, r in (("ab", ab), ("ba", ba)) if r.status != "ok"]
-        rows.append({
-            "set": pair["set"], "prompt_id": str(pair["prompt_id"]), "prompt": pair["prompt"],
-            "answer_model": pair["answer_model"], "answer_base": pair["answer_base"],
-            "verdict_ab": verdict_ab, "verdict_ba": verdict_ba, "outcome": merge_outcome(verdict_ab, verdict_ba),
-            "cost_usd": ab.cost_usd + ba.cost_usd, "error": "; ".join(errors) or None,
-        })
+        rows.append(
+            {
+                "set": pair["set"],
+                "prompt_id": str(pair["prompt_id"]),
+                "prompt": pair["prompt"],
+                "answer_model": pair["answer_model"],
+                "answer_base": pair["answer_base"],
+                "verdict_ab": verdict_ab,
+                "verdict_ba": verdict_ba,
+                "outcome": merge_outcome(verdict_ab, verdict_ba),
+                "cost_usd": ab.cost_usd + ba.cost_usd,
+                "error": "; ".join(errors) or None,
+            }
+        )
     verdicts = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
     missing = int(verdicts["outcome"].isna().sum())
     if missing:
@@ -154,8 +174,8 @@ def summarize_verdicts(verdicts: pd.DataFrame) -> pd.DataFrame:
 
 def generate_answers(model, tokenizer, prompts: list[str], template: str, settings) -> list[str]:
     """Each prompt as the instruction of the training template, answered by `model`."""
-    from inscl.evaluation.generate import generate_texts
     from inscl.core.prompts import build_prompt
+    from inscl.evaluation.generate import generate_texts
 
     texts = [build_prompt(prompt, "", template, tokenizer) for prompt in prompts]
     return [answer.strip() for answer in generate_texts(model, tokenizer, texts, settings)]
@@ -172,8 +192,17 @@ def collect_prompts(prompt_files: dict, max_prompts: int | None) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def run_judge(model_dir, base_dir, judge: dict, evaluation: dict, template: str, model_cfg: dict, cache_dir,
-              seed: int = 0, device: str = "auto") -> pd.DataFrame:
+def run_judge(
+    model_dir,
+    base_dir,
+    judge: dict,
+    evaluation: dict,
+    template: str,
+    model_cfg: dict,
+    cache_dir,
+    seed: int = 0,
+    device: str = "auto",
+) -> pd.DataFrame:
     """Generate with the run's model and the base model, then judge every pair in both orders."""
     from inscl.evaluation.generate import GenerationSettings
     from inscl.training.models import load_for_inference

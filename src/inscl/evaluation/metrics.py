@@ -19,6 +19,7 @@ summarised by its value after the final stage T and forgetting_rate by its mean 
 Reference models add rows with metric OP: `multitask` (mean over the order's tasks of the
 jointly trained model) and `single_task` (mean of U_j).
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = artifacts.columns("scores")
 METRIC_ORDER = ["OP", "BWT", "FWT", "forgetting", "relative_gain", "forgetting_rate"]
-
 
 
 # --- metrics on one matrix (numpy, row = stage 0..T, column = task 1..T) ------------------------
@@ -180,15 +180,25 @@ def compute_cl_metrics(
                     for stage in range(2, T + 1):
                         gain = relative_gain(R, upper, stage)
                         if np.isnan(gain):
-                            log.warning("%s/%s/seed%s: relative gain after stage %d undefined (a single-task "
-                                        "score is 0)", order, method, seed, stage)
+                            log.warning(
+                                "%s/%s/seed%s: relative gain after stage %d undefined (a single-task score is 0)",
+                                order,
+                                method,
+                                seed,
+                                stage,
+                            )
                             continue
                         rows.append(_row(order, method, seed, "relative_gain", gain, stage=stage))
                 for j in range(1, T):
                     rate = forgetting_rate(R, j)
                     if np.isnan(rate):
-                        log.warning("%s/%s/seed%s: forgetting rate of %s undefined (score 0 after learning it)",
-                                    order, method, seed, tasks[j - 1])
+                        log.warning(
+                            "%s/%s/seed%s: forgetting rate of %s undefined (score 0 after learning it)",
+                            order,
+                            method,
+                            seed,
+                            tasks[j - 1],
+                        )
                         continue
                     rows.append(_row(order, method, seed, "forgetting_rate", rate, task=tasks[j - 1]))
             if "multitask" in references:

@@ -14,6 +14,7 @@
   deletion precision, addition F1; 0/0 = 1; lowercase + sacrebleu 13a tokenization), with the
   prompt as the source sentence.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,8 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from inscl.core.io import InputError
 from inscl.core import artifacts
+from inscl.core.io import InputError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def _as_references(references) -> list[str]:
 
 def exact_match(prediction: str, references, normalize: bool = False) -> float:
     """100 if the generation equals any reference (see module docstring), else 0."""
+
     def canonical(text: str) -> str:
         text = text.strip()
         return _WHITESPACE.sub(" ", text.lower()) if normalize else text
@@ -162,8 +164,6 @@ def example_scorer(metric: str, normalize_exact_match: bool = False) -> Callable
 def metric_for_task(task: str, metrics_cfg: dict) -> str:
     """The configured metric of a task: `per_task` override, else `default`."""
     return (metrics_cfg.get("per_task") or {}).get(task, metrics_cfg.get("default", "rouge_l"))
-
-
 
 
 def score_predictions(predictions: pd.DataFrame, evaluation_cfg: dict, source="predictions") -> pd.DataFrame:

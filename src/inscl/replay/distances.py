@@ -4,6 +4,7 @@ The exact solver (POT's network simplex) stops silently at its iteration cap and
 wrong value; here the cap is sized to the problem, checked, and escalated, and a solve that
 still does not converge is an error. Entropic Sinkhorn is optional for very large sets.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -126,7 +127,9 @@ def wasserstein(
         if converged:
             return Transport(value, solver, True, n_iter, int(cap), time.perf_counter() - start)
         if attempt < escalations:
-            log.warning("%s did not converge within %d iterations; retrying with %d", solver, cap, cap * ESCALATION_FACTOR)
+            log.warning(
+                "%s did not converge within %d iterations; retrying with %d", solver, cap, cap * ESCALATION_FACTOR
+            )
             cap *= ESCALATION_FACTOR
     advice = "use distance.solver: sinkhorn" if solver == "emd" else "raise distance.sinkhorn_reg"
     raise ConvergenceError(
@@ -183,7 +186,10 @@ def task_distances(
             result = wasserstein(x_a, x_b, w_a, w_b, solver=solver, reg=reg, max_iter=max_iter, escalations=escalations)
         except ConvergenceError as error:
             raise InputError(source, str(error), record=f"{task_a} / {task_b}") from None
-        for first, second, n_first, n_second in ((task_a, task_b, len(x_a), len(x_b)), (task_b, task_a, len(x_b), len(x_a))):
+        for first, second, n_first, n_second in (
+            (task_a, task_b, len(x_a), len(x_b)),
+            (task_b, task_a, len(x_b), len(x_a)),
+        ):
             rows.append(
                 {
                     "task_a": first,

@@ -4,6 +4,7 @@ training pool of each task grouped by instruction, and the ways of drawing examp
 Everything is vectorised over numpy arrays (no list scans), so SuperNI-sized pools take
 milliseconds. Every draw takes an explicit numpy Generator.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -205,9 +206,8 @@ def sample_insinfo(pool: TaskPool, scores: np.ndarray, quota: int, rng) -> Pick:
             rest = order[~taken]
             positions = np.concatenate([positions, rest[rng.choice(len(rest), size=quota - planned, replace=False)]])
         adjust = {True: f", random top-up of {quota - planned}", False: f", random trim of {planned - quota}"}
-        note = (
-            f"InsInfo-proportional over {n_instructions} instructions: max(1, floor(n*p)) gives {planned}"
-            + (adjust[planned < quota] if planned != quota else "")
+        note = f"InsInfo-proportional over {n_instructions} instructions: max(1, floor(n*p)) gives {planned}" + (
+            adjust[planned < quota] if planned != quota else ""
         )
     positions = np.sort(positions)
     return Pick(positions, scores[pool.codes[positions]], note)

@@ -4,6 +4,7 @@ The method's strategy (inscl.replay.strategies, named by the method registry) ch
 this module loads what it reads, assembles the stage files with why each row was chosen, and
 writes them all or nothing.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -46,8 +47,14 @@ class ReplayData:
         example_embeddings: pd.DataFrame | None = None,
         sources: dict[str, str] | None = None,
     ) -> "ReplayData":
-        sources = {"instances": "instances.parquet", "distances": "distances.parquet", "insinfo": "insinfo.parquet",
-                   "embeddings": "embeddings.parquet", "example_embeddings": "example_embeddings.parquet", **(sources or {})}
+        sources = {
+            "instances": "instances.parquet",
+            "distances": "distances.parquet",
+            "insinfo": "insinfo.parquet",
+            "embeddings": "embeddings.parquet",
+            "example_embeddings": "example_embeddings.parquet",
+            **(sources or {}),
+        }
         pairs = {}
         if distances is not None:
             pairs = dict(zip(zip(distances["task_a"], distances["task_b"]), distances["distance"].astype(float)))
@@ -58,11 +65,18 @@ class ReplayData:
         if example_embeddings is not None:
             example_vectors = pd.Series(list(example_embeddings["vector"]), index=example_embeddings["instance_id"])
         if insinfo is not None:
-            insinfo = insinfo.assign(order=insinfo["order"].fillna(""), stage=insinfo["stage"].fillna(0).astype("int64"))
+            insinfo = insinfo.assign(
+                order=insinfo["order"].fillna(""), stage=insinfo["stage"].fillna(0).astype("int64")
+            )
             insinfo = insinfo.set_index(["order", "stage", "task", "instruction_id"])["insinfo"].sort_index()
         return cls(
-            instances, build_pools(instances, tasks, sources["instances"]), pairs, insinfo,
-            instruction_vectors, example_vectors, sources,
+            instances,
+            build_pools(instances, tasks, sources["instances"]),
+            pairs,
+            insinfo,
+            instruction_vectors,
+            example_vectors,
+            sources,
         )
 
     def distance(self, task_a: str, task_b: str) -> float:

@@ -6,6 +6,7 @@ the budget alpha = replay_per_task * (i - 1), split into per-task quotas by a qu
 sampler. Each method names its strategy in inscl.core.methods; all randomness comes from
 numpy.random.default_rng(stable_seed(seed, order, method, stage, task)).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ class ReplaySettings:
     def from_config(cls, settings: dict) -> "ReplaySettings":
         """From a method's settings, shaped like the config (`replay.*`, `insinfo.pool`)."""
         replay = settings.get("replay", {})
-        values = {key: replay[key] for key in ("replay_per_task", "trace_fraction", "prototype_clusters") if key in replay}
+        values = {
+            key: replay[key] for key in ("replay_per_task", "trace_fraction", "prototype_clusters") if key in replay
+        }
         if "pool" in settings.get("insinfo", {}):
             values["insinfo_pool"] = settings["insinfo"]["pool"]
         return cls(**values)
@@ -149,7 +152,11 @@ class PerTaskStrategy(Strategy):
         replays = []
         for k, (task, pool) in enumerate(zip(ctx.earlier, pools)):
             quota = int(allocation.quotas[k])
-            pick = self.sample(ctx, pool, quota, ctx.rng(task)) if quota else Pick(np.zeros(0, np.int64), np.zeros(0), "none")
+            pick = (
+                self.sample(ctx, pool, quota, ctx.rng(task))
+                if quota
+                else Pick(np.zeros(0, np.int64), np.zeros(0), "none")
+            )
             weight = self.quotas.weight_note(task, ctx.current, distances[k])
             reason = f"{budget_note}{weight}: {quota_note(allocation, k)}; {pick.note}"
             replays.append(TaskReplay(task, pool.rows[pick.positions], quota, pick.scores, distances[k], reason))

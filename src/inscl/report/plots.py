@@ -4,6 +4,7 @@ The one place for plot helpers: the colours (one per method, one per task), the 
 helpers and the annotated heat map are shared by every figure. Each figure takes the rows of an
 artifact (``inscl.core.artifacts``) and only reshapes them for drawing.
 """
+
 from __future__ import annotations
 
 import io
@@ -149,9 +150,7 @@ def composition_means(composition: pd.DataFrame) -> pd.DataFrame:
     return totals.assign(n_examples=totals["n_examples"] / totals["method"].map(seeds))
 
 
-def replay_composition(
-    composition: pd.DataFrame, methods: list[str], order_tasks: list[str], title: str
-) -> bytes:
+def replay_composition(composition: pd.DataFrame, methods: list[str], order_tasks: list[str], title: str) -> bytes:
     """Stacked bars per method: replayed examples per stage, coloured by the earlier task they come from.
 
     `composition` holds the composition rows of one order (method, seed, stage, source_task, n_examples);
@@ -177,8 +176,9 @@ def replay_composition(
             ax.text(0.5, 0.5, "no replay", transform=ax.transAxes, ha="center", va="center", color="#777777")
         ax.set_title(method, fontsize=10)
         if len(order_tasks) <= 8:
-            ax.set_xticks(stages, [f"{s}: {t}" for s, t in zip(stages, order_tasks)], fontsize=7, rotation=40,
-                          ha="right")
+            ax.set_xticks(
+                stages, [f"{s}: {t}" for s, t in zip(stages, order_tasks)], fontsize=7, rotation=40, ha="right"
+            )
         else:  # too many to name: stage numbers (the order is printed above the figure)
             ax.set_xticks(stages, [str(s) for s in stages], fontsize=7)
             ax.set_xlabel("stage", fontsize=8)
@@ -188,7 +188,11 @@ def replay_composition(
         ax.grid(axis="y", alpha=0.3)
     if drawn:
         figure.legend(
-            list(drawn.values()), list(drawn), title="replayed task", loc="outside right center", fontsize=8,
+            list(drawn.values()),
+            list(drawn),
+            title="replayed task",
+            loc="outside right center",
+            fontsize=8,
             title_fontsize=8,
         )
     figure.suptitle(title, fontsize=11)
@@ -237,8 +241,15 @@ def relative_gain_curves(gains: pd.DataFrame, methods: list[str], n_stages: int,
         if line.empty:
             continue
         ax.errorbar(
-            line["stage"], line["mean"], yerr=line["std"].fillna(0), marker="o", markersize=4, capsize=3,
-            lw=1.6, color=colours[method], label=method,
+            line["stage"],
+            line["mean"],
+            yerr=line["std"].fillna(0),
+            marker="o",
+            markersize=4,
+            capsize=3,
+            lw=1.6,
+            color=colours[method],
+            label=method,
         )
     ax.axhline(100, color="#888888", ls=":", lw=1)
     ax.set_xticks(range(2, n_stages + 1))

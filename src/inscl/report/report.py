@@ -5,6 +5,7 @@ judge rates, Delta R^G, replay composition) and read here through ``inscl.core.a
 `load_inputs` reads the artifacts, `build_report` turns them into the page and its figures
 (drawn by ``inscl.report.plots``), `write_report` writes both atomically.
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,23 +28,46 @@ log = logging.getLogger(__name__)
 
 # metric -> (column label, higher is better, explanation shown in the page)
 METRICS = {
-    "OP": ("OP", True, "Overall performance: the mean score over all T tasks after the last stage, "
-           "OP = 1/T · Σ<sub>i</sub> R[T][i]."),
-    "BWT": ("BWT", True, "Backward transfer: how the score of each earlier task changed between the stage that "
-            "learned it and the end, BWT = 1/(T−1) · Σ<sub>i&lt;T</sub> (R[T][i] − R[i][i]). "
-            "Negative values mean forgetting."),
-    "FWT": ("FWT", True, "Forward transfer: how much the earlier stages help a task before it is trained, "
-            "FWT = 1/(T−1) · Σ<sub>i≥2</sub> (R[i−1][i] − R[0][i])."),
-    "forgetting": ("Forgetting", False, "Chaudhry's forgetting: the mean drop of each earlier task from its best "
-                   "score to its final score, mean<sub>j&lt;T</sub> (max<sub>l&lt;T</sub> R[l][j] − R[T][j]). "
-                   "Lower is better."),
-    "relative_gain": ("Relative gain (%)", True, "InsCL relative gain after stage i: "
-                      "100/(i−1) · Σ<sub>j&lt;i</sub> R[i][j] / U<sub>j</sub>, where U<sub>j</sub> is the "
-                      "single-task model's score on task j; 100 means as good as a dedicated model on every earlier task. It needs the single_task "
-                      "reference. The table shows it after the last stage, the plot after every stage."),
-    "forgetting_rate": ("Forgetting rate", False, "Forgetting rate of task j: (R[j][j] − R[T][j]) / R[j][j], the "
-                        "share of what was learned on j that is lost by the end (the table shows the mean over tasks). "
-                        "Lower is better."),
+    "OP": (
+        "OP",
+        True,
+        "Overall performance: the mean score over all T tasks after the last stage, OP = 1/T · Σ<sub>i</sub> R[T][i].",
+    ),
+    "BWT": (
+        "BWT",
+        True,
+        "Backward transfer: how the score of each earlier task changed between the stage that "
+        "learned it and the end, BWT = 1/(T−1) · Σ<sub>i&lt;T</sub> (R[T][i] − R[i][i]). "
+        "Negative values mean forgetting.",
+    ),
+    "FWT": (
+        "FWT",
+        True,
+        "Forward transfer: how much the earlier stages help a task before it is trained, "
+        "FWT = 1/(T−1) · Σ<sub>i≥2</sub> (R[i−1][i] − R[0][i]).",
+    ),
+    "forgetting": (
+        "Forgetting",
+        False,
+        "Chaudhry's forgetting: the mean drop of each earlier task from its best "
+        "score to its final score, mean<sub>j&lt;T</sub> (max<sub>l&lt;T</sub> R[l][j] − R[T][j]). "
+        "Lower is better.",
+    ),
+    "relative_gain": (
+        "Relative gain (%)",
+        True,
+        "InsCL relative gain after stage i: "
+        "100/(i−1) · Σ<sub>j&lt;i</sub> R[i][j] / U<sub>j</sub>, where U<sub>j</sub> is the "
+        "single-task model's score on task j; 100 means as good as a dedicated model on every earlier task. It needs the single_task "
+        "reference. The table shows it after the last stage, the plot after every stage.",
+    ),
+    "forgetting_rate": (
+        "Forgetting rate",
+        False,
+        "Forgetting rate of task j: (R[j][j] − R[T][j]) / R[j][j], the "
+        "share of what was learned on j that is lost by the end (the table shows the mean over tasks). "
+        "Lower is better.",
+    ),
 }
 
 # load_inputs key -> artifact it names (`replay` is a list of replay folders, read below)
@@ -58,8 +82,17 @@ INPUTS = {
 }
 REQUIRED_INPUTS = ("matrix", "per_run", "summary")
 # tags_raw also holds the raw LLM answers, which the page does not show
-TAG_COST_COLUMNS = ["instruction_id", "backend", "model", "prompt_version", "prompt_tokens", "completion_tokens",
-                    "cost_usd", "status", "error"]
+TAG_COST_COLUMNS = [
+    "instruction_id",
+    "backend",
+    "model",
+    "prompt_version",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "status",
+    "error",
+]
 COMPOSITION_FILE = "composition.parquet"
 API_BACKENDS_WITHOUT_REQUESTS = {"offline", "file"}
 
@@ -153,6 +186,7 @@ def slug(text: str) -> str:
 
 def html_table(header: list[str], rows: list[list[str]], numeric_from: int = 1, css: str = "") -> str:
     """A table from already-escaped cell HTML; columns from `numeric_from` on are right-aligned."""
+
     def cell(tag: str, i: int, content: str) -> str:
         return f'<{tag} class="num">{content}</{tag}>' if i >= numeric_from else f"<{tag}>{content}</{tag}>"
 
@@ -251,9 +285,8 @@ class ReportBuilder:
                 else:
                     row.append("–")
             rows.append(row)
-        return (
-            "<h4>Forgetting rate per task</h4>"
-            + html_table(["method"] + [esc(t) for t in tasks], rows, css="compact")
+        return "<h4>Forgetting rate per task</h4>" + html_table(
+            ["method"] + [esc(t) for t in tasks], rows, css="compact"
         )
 
     def score_matrices(self, order: str, order_tasks: list[str]) -> str:
@@ -287,11 +320,16 @@ class ReportBuilder:
             return ""
         curves = matrix.groupby(["method", "task", "stage"], as_index=False)["score"].agg(["mean", "std"])
         png = plots.forgetting_curves(
-            curves, [t for t in order_tasks if t in set(matrix["task"])], ordered(self.methods, matrix["method"]),
+            curves,
+            [t for t in order_tasks if t in set(matrix["task"])],
+            ordered(self.methods, matrix["method"]),
             f"Score of each task across stages · order {order}",
         )
         return self.figure(
-            "forgetting", [order], png, f"forgetting curves for order {order}",
+            "forgetting",
+            [order],
+            png,
+            f"forgetting curves for order {order}",
             "Each panel is one task: its score after every stage, one line per method (band: ±1 std over seeds). "
             "The dotted line marks the stage that trains the task; a falling line after it is forgetting.",
         )
@@ -306,7 +344,10 @@ class ReportBuilder:
             curves, ordered(self.methods, gains["method"]), len(order_tasks), f"Relative gain · order {order}"
         )
         return self.figure(
-            "relative_gain", [order], png, f"relative gain for order {order}",
+            "relative_gain",
+            [order],
+            png,
+            f"relative gain for order {order}",
             "InsCL relative gain on the earlier tasks after each stage (100 = the single-task models).",
         )
 
@@ -319,7 +360,10 @@ class ReportBuilder:
         title = f"Replayed examples per stage · order {order}"
         png = plots.replay_composition(composition, methods, order_tasks, title)
         return self.figure(
-            "composition", [order], png, f"replay composition for order {order}",
+            "composition",
+            [order],
+            png,
+            f"replay composition for order {order}",
             "Examples replayed at each stage (x label: stage and the task it trains), stacked by the earlier task "
             "they come from, averaged over seeds.",
         )
@@ -331,12 +375,16 @@ class ReportBuilder:
             anchor = f"order-{slug(order)}"
             body = (
                 f'<p class="order">{" → ".join(esc(t) for t in order_tasks)}</p>'
-                + "<h3>Methods × metrics</h3>" + self.methods_table(order)
+                + "<h3>Methods × metrics</h3>"
+                + self.methods_table(order)
                 + self.forgetting_rate_table(order, order_tasks)
                 + self.relative_gain_section(order, order_tasks)
-                + "<h3>Score matrices</h3>" + self.score_matrices(order, order_tasks)
-                + "<h3>Forgetting curves</h3>" + self.forgetting_section(order, order_tasks)
-                + "<h3>Replay composition</h3>" + self.composition_section(order, order_tasks)
+                + "<h3>Score matrices</h3>"
+                + self.score_matrices(order, order_tasks)
+                + "<h3>Forgetting curves</h3>"
+                + self.forgetting_section(order, order_tasks)
+                + "<h3>Replay composition</h3>"
+                + self.composition_section(order, order_tasks)
             )
             sections.append(Section(anchor, f"Order {esc(order)}", body))
         return sections
@@ -371,15 +419,34 @@ class ReportBuilder:
             calls = int(status.get("ok", 0) + status.get("failed", 0))
             if backend in API_BACKENDS_WITHOUT_REQUESTS:
                 calls = 0
-            rows.append([
-                esc(backend), esc(model), esc(version), format_count(len(group)), format_count(status.get("ok", 0)),
-                format_count(status.get("failed", 0)), format_count(status.get("skipped_budget", 0)),
-                format_count(calls), format_count(group["prompt_tokens"].sum(min_count=1)),
-                format_count(group["completion_tokens"].sum(min_count=1)),
-                format_number(group["cost_usd"].sum(min_count=1), digits=4),
-            ])
-        header = ["backend", "model", "prompt version", "instructions", "ok", "failed", "skipped (budget)",
-                  "requests", "prompt tokens", "completion tokens", "cost (USD)"]
+            rows.append(
+                [
+                    esc(backend),
+                    esc(model),
+                    esc(version),
+                    format_count(len(group)),
+                    format_count(status.get("ok", 0)),
+                    format_count(status.get("failed", 0)),
+                    format_count(status.get("skipped_budget", 0)),
+                    format_count(calls),
+                    format_count(group["prompt_tokens"].sum(min_count=1)),
+                    format_count(group["completion_tokens"].sum(min_count=1)),
+                    format_number(group["cost_usd"].sum(min_count=1), digits=4),
+                ]
+            )
+        header = [
+            "backend",
+            "model",
+            "prompt version",
+            "instructions",
+            "ok",
+            "failed",
+            "skipped (budget)",
+            "requests",
+            "prompt tokens",
+            "completion tokens",
+            "cost (USD)",
+        ]
         body = html_table(header, rows, numeric_from=3)
         body += (
             '<p class="note">Requests: instructions sent to the API (answered, or failed after the retries), '
@@ -403,8 +470,15 @@ class ReportBuilder:
         shown = rates[(rates["set"] != "all") | (rates["run"].map(sets).fillna(0) != 1)]
         shown = shown.sort_values("run", kind="stable").reset_index(drop=True)
         rows = [
-            [esc(r.run), esc(r.set), format_count(r.n), format_number(r.win_rate, 1), format_number(r.tie_rate, 1),
-             format_number(r.lose_rate, 1), "–" if pd.isna(r.delta) else f"{r.delta:+.1f}"]
+            [
+                esc(r.run),
+                esc(r.set),
+                format_count(r.n),
+                format_number(r.win_rate, 1),
+                format_number(r.tie_rate, 1),
+                format_number(r.lose_rate, 1),
+                "–" if pd.isna(r.delta) else f"{r.delta:+.1f}",
+            ]
             for r in shown.itertuples(index=False)
         ]
         body = (
@@ -426,8 +500,14 @@ class ReportBuilder:
             body = '<p class="note">No general-ability results.</p>'
             return Section("general", "General ability (lm-evaluation-harness)", body)
         rows = [
-            [esc(r.run), esc(r.task), esc(r.metric), format_number(r.before), format_number(r.after),
-             format_number(r.delta)]
+            [
+                esc(r.run),
+                esc(r.task),
+                esc(r.metric),
+                format_number(r.before),
+                format_number(r.after),
+                format_number(r.delta),
+            ]
             for r in deltas.itertuples(index=False)
         ]
         body = (

@@ -1,5 +1,6 @@
 """Rule base_model: the tiny LLaMA and its BPE tokenizer built locally, or a reference to a local
 Hugging Face model (its weights are never copied)."""
+
 from __future__ import annotations
 
 import json

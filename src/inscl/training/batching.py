@@ -1,5 +1,6 @@
 """The batches of a job: examples packed into rows (or padded), micro-batches in a seeded order per
 epoch, the micro-batches of each optimizer step, and each rank's share of a step."""
+
 from __future__ import annotations
 
 import bisect
@@ -125,9 +126,7 @@ def plan_training(examples: list[Example], training: dict, epochs: float, seed: 
     steps = [range(k, min(k + group, total)) for k in range(0, total, group)]
     plan = Plan(packed, micro_batches, steps, batches_per_epoch, row_length)
     target_counts = np.array([sum(1 for t in e.labels if t != IGNORE_INDEX) for e in examples])
-    plan.step_targets = [
-        int(sum(target_counts[plan.example_indices(m)].sum() for m in step)) for step in steps
-    ]
+    plan.step_targets = [int(sum(target_counts[plan.example_indices(m)].sum() for m in step)) for step in steps]
     return plan
 
 

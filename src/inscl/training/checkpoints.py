@@ -1,5 +1,6 @@
 """Resumable checkpoints of a stage: what they hold, which job they are valid for, and the SIGTERM
 flag that makes a preempted job save one before it stops."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from inscl.core.hashing import content_hash
 from inscl.core import artifacts
+from inscl.core.hashing import content_hash
 from inscl.core.io import atomic_dir
 from inscl.training import distributed
 from inscl.training.examples import Example

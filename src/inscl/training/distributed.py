@@ -1,4 +1,5 @@
 """Multi-GPU training: how many processes to run, the torchrun command, and the process group."""
+
 from __future__ import annotations
 
 import logging

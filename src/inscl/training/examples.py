@@ -1,5 +1,6 @@
 """Training examples: the rows of a stage (its tasks' training split plus the replay set) and their
 tokenisation into prompt + answer + EOS, with the loss on the answer and EOS only."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ IGNORE_INDEX = -100
 
 def load_training_rows(instances_path, tasks: list[str], replay_path=None) -> pd.DataFrame:
     """Training rows of `tasks` plus the replayed rows: instruction, input, answer (first reference)."""
-    instances = pd.read_parquet(instances_path, columns=["task", "split", "instance_id", "instruction", "input", "output"])
+    instances = pd.read_parquet(
+        instances_path, columns=["task", "split", "instance_id", "instruction", "input", "output"]
+    )
     train = instances[(instances["split"] == "train") & instances["task"].isin(tasks)]
     for task in tasks:
         if not (train["task"] == task).any():
@@ -83,4 +86,3 @@ def encode_examples(tokenizer, rows: pd.DataFrame, template: str, max_length: in
         assemble(p, a, tokenizer.eos_token_id, max_length, tokenizer.bos_token_id)
         for p, a in zip(prompt_ids, answer_ids)
     ]
-

@@ -1,4 +1,5 @@
 """The training loss: summed cross-entropy over answer tokens."""
+
 from __future__ import annotations
 
 import torch

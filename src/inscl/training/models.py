@@ -1,5 +1,6 @@
 """Loading models: full folders, PEFT adapters on their base, Hugging Face references; for training and
 inference. The model a stage trains: full weights or a LoRA adapter, its precision and data-parallel wrapping."""
+
 from __future__ import annotations
 
 import json

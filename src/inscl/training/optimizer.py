@@ -1,4 +1,5 @@
 """The optimizer of a stage (AdamW, weight decay on matrices only) and its learning-rate schedule."""
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,10 @@ def build_optimizer(module: torch.nn.Module, training: dict) -> torch.optim.Adam
     decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": training.get("weight_decay", 0.0)}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": training.get("weight_decay", 0.0)},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=training["learning_rate"],
     )
 

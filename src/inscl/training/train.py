@@ -7,6 +7,7 @@ with the same weights as an uninterrupted one (on the CPU).
 The recipe's parts live beside it: examples.py (rows and tokens), batching.py (the batch plan),
 models.py (the trainable model), loss.py, optimizer.py and checkpoints.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from inscl.core import artifacts
 from inscl.core.hashing import stable_seed
 from inscl.core.io import InputError, atomic_dir
 from inscl.training import distributed
@@ -51,10 +53,8 @@ from inscl.training.models import (
     wrap_parallel,
 )
 from inscl.training.optimizer import build_optimizer, learning_rate_at, set_learning_rate
-from inscl.core import artifacts
 
 log = logging.getLogger(__name__)
-
 
 
 class TrainingInterrupted(RuntimeError):
@@ -124,8 +124,14 @@ class StageTrainer:
         self.trainable_parameters, self.total_parameters = count_parameters(self.model)
         log.info(
             "%s: %d examples (%d replayed), %d steps, %s, %d of %d parameters trainable, device %s",
-            job.label, len(self.examples), int(rows["replayed"].sum()), len(self.plan.steps),
-            "packed" if self.plan.packed else "padded", self.trainable_parameters, self.total_parameters, device,
+            job.label,
+            len(self.examples),
+            int(rows["replayed"].sum()),
+            len(self.plan.steps),
+            "packed" if self.plan.packed else "padded",
+            self.trainable_parameters,
+            self.total_parameters,
+            device,
         )
         if training.get("gradient_checkpointing"):
             causal_lm(self.model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -160,15 +166,21 @@ class StageTrainer:
         max_grad_norm = training.get("max_grad_norm", 1.0)
         started = time.perf_counter()
         progress = tqdm(
-            total=total_steps, initial=self.start_step, desc=self.job.label or "train", disable=not self.ranks.is_main,
-            file=sys.stderr, dynamic_ncols=True,
+            total=total_steps,
+            initial=self.start_step,
+            desc=self.job.label or "train",
+            disable=not self.ranks.is_main,
+            file=sys.stderr,
+            dynamic_ncols=True,
         )
         with progress, StopOnSigterm() as stop:
             for step in range(self.start_step, total_steps):
                 step_start = time.perf_counter()
 
                 # Set the learning rate of this step.
-                lr = learning_rate_at(step, total_steps, training["learning_rate"], training["schedule"], training["warmup_ratio"])
+                lr = learning_rate_at(
+                    step, total_steps, training["learning_rate"], training["schedule"], training["warmup_ratio"]
+                )
                 set_learning_rate(self.optimizer, lr)
 
                 # Forward and backward over this rank's micro-batches; the gradients accumulate.
@@ -176,22 +188,26 @@ class StageTrainer:
 
                 # Clip the gradient, update the weights, flush the gradients.
                 if max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_([p for p in self.wrapped.parameters() if p.requires_grad], max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for p in self.wrapped.parameters() if p.requires_grad], max_grad_norm
+                    )
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
 
                 # Log the loss per answer token and the throughput, over all ranks.
                 loss_sum, tokens = sum_over_ranks(loss_sum, tokens, self.ranks)
                 now = time.perf_counter()
-                self.log_rows.append({
-                    "step": step + 1,
-                    "epoch": plan.epoch_of(plan.steps[step][-1] + 1),
-                    "loss": loss_sum / plan.step_targets[step],
-                    "learning_rate": lr,
-                    "tokens_per_s": tokens / max(now - step_start, 1e-9),
-                    "peak_memory_mb": peak_memory_mb(self.device),
-                    "elapsed_s": self.elapsed_before + now - started,
-                })
+                self.log_rows.append(
+                    {
+                        "step": step + 1,
+                        "epoch": plan.epoch_of(plan.steps[step][-1] + 1),
+                        "loss": loss_sum / plan.step_targets[step],
+                        "learning_rate": lr,
+                        "tokens_per_s": tokens / max(now - step_start, 1e-9),
+                        "peak_memory_mb": peak_memory_mb(self.device),
+                        "elapsed_s": self.elapsed_before + now - started,
+                    }
+                )
                 progress.update(1)
                 progress.set_postfix(loss=f"{self.log_rows[-1]['loss']:.4f}")
 

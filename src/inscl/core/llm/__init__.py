@@ -5,6 +5,7 @@ rest through the synchronous runner (sync_runner) or the Batch API runner (batch
 retries (connection), the caller's validation and one repair request (answers), within a budget
 (budget). The API key is read from OPENAI_API_KEY only and never logged, stored or put in an error (api_key).
 """
+
 from inscl.core.llm.answers import InvalidAnswer, default_repair
 from inscl.core.llm.api_key import get_api_key
 from inscl.core.llm.cache import response_cache_path

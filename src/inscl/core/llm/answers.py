@@ -1,5 +1,6 @@
 """Whether the recorded answers settle a request (the caller's validator), and the one repair
 request that follows an unusable answer."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """The API key: read from OPENAI_API_KEY only, and never logged, stored or put in an error."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,9 @@ API_KEY_ENV = "OPENAI_API_KEY"
 def get_api_key() -> str:
     key = os.environ.get(API_KEY_ENV, "").strip()
     if not key:
-        raise ConfigError(f"{API_KEY_ENV} is not set: the OpenAI-compatible backend reads its API key from this environment variable only")
+        raise ConfigError(
+            f"{API_KEY_ENV} is not set: the OpenAI-compatible backend reads its API key from this environment variable only"
+        )
     return key
 
 

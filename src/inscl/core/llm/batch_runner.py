@@ -1,6 +1,7 @@
 """The Batch API runner: uploads the requests as JSONL, creates a batch, polls it and feeds the
 answers to the same cache; an unusable answer is repaired in a second batch. A batch that a killed
 run left is found again by its state file and resumed rather than paid twice."""
+
 from __future__ import annotations
 
 import hashlib
@@ -45,7 +46,9 @@ class BatchRunner:
                     continue
                 request = self.answers.next_request(messages, attempts, problem)
                 if not self.budget.reserve(expected_cost(request, self.connection.config, batch=True)):
-                    results[key] = ChatResult.unfinished(key, model, attempts, made[key], "skipped_budget", "budget reached before this request")
+                    results[key] = ChatResult.unfinished(
+                        key, model, attempts, made[key], "skipped_budget", "budget reached before this request"
+                    )
                     continue
                 round_requests[key] = request
             if not round_requests:
@@ -110,7 +113,9 @@ class BatchRunner:
         batch = None
         if state_path.exists():
             batch_id = json.loads(state_path.read_text())["batch_id"]
-            batch = self.control("batch status", lambda: self.connection.client.batches.retrieve(batch_id), missing_ok=True)
+            batch = self.control(
+                "batch status", lambda: self.connection.client.batches.retrieve(batch_id), missing_ok=True
+            )
             if batch is None or batch.status in BATCH_TERMINAL - {"completed"}:
                 batch = None
             else:
@@ -118,11 +123,15 @@ class BatchRunner:
         if batch is None:
             upload = self.control(
                 "batch upload",
-                lambda: self.connection.client.files.create(file=("requests.jsonl", jsonl, "application/jsonl"), purpose="batch"),
+                lambda: self.connection.client.files.create(
+                    file=("requests.jsonl", jsonl, "application/jsonl"), purpose="batch"
+                ),
             )
             batch = self.control(
                 "batch creation",
-                lambda: self.connection.client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"),
+                lambda: self.connection.client.batches.create(
+                    input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+                ),
             )
             with atomic_path(state_path, ".json") as tmp:
                 tmp.write_text(json.dumps({"batch_id": batch.id, "input_file_id": upload.id, "requests": len(lines)}))

@@ -1,4 +1,5 @@
 """Estimated cost of requests (token counts times the endpoint's prices) and the caps on one run."""
+
 from __future__ import annotations
 
 import logging
@@ -38,13 +39,18 @@ class Budget:
             mean_cost = self.spent / self.made if self.made else 0.0
             over_requests = self.max_requests is not None and self.made + self.in_flight >= self.max_requests
             projected = self.spent + self.in_flight * mean_cost + max(expected_cost, mean_cost)
-            over_usd = self.max_usd is not None and (self.spent >= self.max_usd or (self.made and projected > self.max_usd))
+            over_usd = self.max_usd is not None and (
+                self.spent >= self.max_usd or (self.made and projected > self.max_usd)
+            )
             if over_requests or over_usd:
                 self.exhausted = True
                 log.warning(
                     "budget reached (max_requests=%s, max_usd=%s; %d requests, $%.4f spent this run): "
                     "stopping; every paid answer is kept in the cache; raise the budget and rerun to continue",
-                    self.max_requests, self.max_usd, self.made, self.spent,
+                    self.max_requests,
+                    self.max_usd,
+                    self.made,
+                    self.spent,
                 )
                 return False
             self.in_flight += 1

@@ -1,6 +1,7 @@
 """The response cache: under `<cache_dir>/api/<model>/<prompt version>/`, one JSON file per request
 key (named by the key's hash) holding every paid answer for it, written atomically as each answer
 arrives. A rerun therefore pays only for what is missing."""
+
 from __future__ import annotations
 
 import hashlib

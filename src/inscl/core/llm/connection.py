@@ -1,5 +1,6 @@
 """One run's connection to the endpoint: the official `openai` client with our retries on
 429/5xx/timeouts (exponential backoff with jitter, honouring Retry-After) instead of its own."""
+
 from __future__ import annotations
 
 import email.utils
@@ -89,11 +90,18 @@ class Connection:
                 self.fatal = ApiError(f"{self.model}: the endpoint refused the API key: {redact(str(e), self.api_key)}")
                 self.stop.set()
                 raise RequestFailed("endpoint refused the API key") from None
-            except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as e:
+            except (
+                openai.APITimeoutError,
+                openai.APIConnectionError,
+                openai.RateLimitError,
+                openai.InternalServerError,
+            ) as e:
                 error = e
             except openai.APIStatusError as e:
                 if e.status_code not in (408, 409) and e.status_code < 500:
-                    raise RequestFailed(f"HTTP {e.status_code}: {redact(str(e), self.api_key)}", e.status_code) from None
+                    raise RequestFailed(
+                        f"HTTP {e.status_code}: {redact(str(e), self.api_key)}", e.status_code
+                    ) from None
                 error = e
             status = getattr(error, "status_code", None)
             described = f"HTTP {status}" if status else type(error).__name__

@@ -1,4 +1,5 @@
 """What a run returns, built from the paid answers (attempts) the cache records for each request key."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -55,7 +56,9 @@ class ChatResult:
     model: str = ""
 
     @classmethod
-    def recorded(cls, key: str, model: str, attempts: list[Attempt], status: str, error: str | None = None) -> ChatResult:
+    def recorded(
+        cls, key: str, model: str, attempts: list[Attempt], status: str, error: str | None = None
+    ) -> ChatResult:
         """A result with the tokens and cost of every recorded attempt."""
         return cls(
             key=key,
@@ -68,7 +71,9 @@ class ChatResult:
         )
 
     @classmethod
-    def unfinished(cls, key: str, model: str, attempts: list[Attempt], made: int, status: str, error: str) -> ChatResult:
+    def unfinished(
+        cls, key: str, model: str, attempts: list[Attempt], made: int, status: str, error: str
+    ) -> ChatResult:
         """A request the run gave up on (failed, or stopped by the budget), with what it had paid for."""
         result = cls.recorded(key, model, attempts, status, error)
         result.raw = "\n-----\n".join(a.content or "" for a in attempts) or None

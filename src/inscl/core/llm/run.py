@@ -1,5 +1,6 @@
 """`run_chat_requests`: answer what the cache already settles, send the rest through the
 synchronous or the Batch API runner, and return one result per request in input order."""
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,13 @@ def run_chat_requests(
             results[key] = result
         else:
             pending[key] = messages
-    log.info("%s: %d distinct requests, %d answered from the cache, %d to send", desc, len(unique), len(results), len(pending))
+    log.info(
+        "%s: %d distinct requests, %d answered from the cache, %d to send",
+        desc,
+        len(unique),
+        len(results),
+        len(pending),
+    )
     if pending:
         connection = Connection(endpoint)
         logging.getLogger("httpx2").setLevel(logging.WARNING)

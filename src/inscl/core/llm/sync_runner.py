@@ -1,5 +1,6 @@
 """The synchronous runner: one chat completion per request, with bounded concurrency, retries,
 the budget, and one repair request after an unusable answer."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -36,7 +37,9 @@ class SyncRunner:
                 return result.count_run(attempts, made)
             request = self.answers.next_request(messages, attempts, problem)
             if not self.budget.reserve(expected_cost(request, self.connection.config, batch=False)):
-                return ChatResult.unfinished(key, model, attempts, made, "skipped_budget", "budget reached before this request")
+                return ChatResult.unfinished(
+                    key, model, attempts, made, "skipped_budget", "budget reached before this request"
+                )
             try:
                 attempt = self.complete(key, request)
             except RequestFailed as e:

@@ -60,7 +60,7 @@ def main(n_tasks: int = 200, per_task: int = 1000) -> None:
             "max_test_per_task": 1000,
         }
         start = time.perf_counter()
-        instances, tasks = ingest(data)
+        instances, tasks, _ = ingest(data)
         total = time.perf_counter() - start
         print(
             f"ingest: {n_tasks} task files, {len(instances):,} instances, {len(tasks)} experiment tasks "

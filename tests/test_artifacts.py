@@ -12,14 +12,14 @@ from inscl.core.io import InputError
 
 def scores(**extra):
     return pd.DataFrame(
-        {"task": ["a", "b"], "metric": ["exact_match"] * 2, "score": [50.0, 100.0], "n": [2, 4], **extra}
+        {"task": ["a", "b"], "metric": ["exact_match"] * 2, "primary": True, "score": [50.0, 100.0], "n": [2, 4], **extra}
     )
 
 
 def test_write_casts_to_the_declared_schema_and_drops_extra_columns(tmp_path):
     path = tmp_path / "sub" / "scores.parquet"
     artifacts.write(scores(note=["x", "y"]), "scores", path)
-    assert pq.read_schema(path).names == ["task", "metric", "score", "n"]
+    assert pq.read_schema(path).names == ["task", "metric", "primary", "score", "n"]
     assert str(pq.read_schema(path).field("n").type) == "int64"
     assert artifacts.read(path, "scores")["score"].tolist() == [50.0, 100.0]
 
@@ -56,3 +56,22 @@ def test_every_fixed_path_is_under_results_and_every_type_parses():
     for name, spec in artifacts.ARTIFACTS.items():
         assert spec.path is None or spec.path.startswith("results/")
         assert artifacts.arrow_schema(name).names == spec.names
+
+
+def test_docs_list_every_artifact_with_exactly_its_columns():
+    """docs/artifacts.md is written by hand; this keeps it from drifting from the declarations."""
+    import re
+    from pathlib import Path
+
+    documented = {}
+    for line in (Path(__file__).resolve().parents[1] / "docs" / "artifacts.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in artifacts.ARTIFACTS:
+            # drop parenthesised notes, which may hold commas of their own
+            columns = re.sub(r"\((?:[^()]|\([^()]*\))*\)", "", cells[3])
+            documented[cells[0]] = ([c.strip() for c in columns.split(",")], cells[1].strip("`"))
+    assert sorted(documented) == sorted(artifacts.ARTIFACTS)
+    for name, (columns, path) in documented.items():
+        assert columns == artifacts.columns(name), name
+        if artifacts.ARTIFACTS[name].path:
+            assert path == artifacts.ARTIFACTS[name].path, name

@@ -10,7 +10,8 @@ from inscl.core import artifacts
 from inscl.core.config import validate_config
 from inscl.core.hashing import content_hash
 from inscl.core.io import InputError
-from inscl.data.ingest import ingest, split_instruction
+from inscl.data.ingest import ingest
+from inscl.data.trace import split_instruction
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "data"
@@ -61,13 +62,13 @@ def edit_json(path: Path, change) -> None:
 
 
 def test_columns_match_the_artifact_contract():
-    instances, tasks = ingest(data(superni()))
+    instances, tasks, _ = ingest(data(superni()))
     assert list(instances.columns) == artifacts.columns("instances")
     assert list(tasks.columns) == artifacts.columns("tasks")
 
 
 def test_superni_groups_by_names_and_categories():
-    instances, tasks = ingest(data(superni()))
+    instances, tasks, _ = ingest(data(superni()))
     assert list(tasks["task"]) == ["sentiment", "topics"]
     assert set(instances["source_task"]) == {SST2, AGNEWS}
     upstream = json.loads((SUPERNI / f"{SST2}.json").read_text())
@@ -86,7 +87,7 @@ def test_superni_accepts_nan_in_url_and_a_string_definition(tmp_path):
     assert "NaN" in (SUPERNI / f"{ADDSUB}.json").read_text()
     root = superni_copy(tmp_path)
     edit_json(root / f"{ADDSUB}.json", lambda d: d.update(Definition="Add up the numbers."))
-    instances, _ = ingest(
+    instances, _, _ = ingest(
         data(superni(root, {"math": {"categories": ["Mathematics"]}, "para": {"tasks": [PARAPHRASE]}}))
     )
     assert set(instances[instances["task"] == "math"]["instruction"]) == {"Add up the numbers."}
@@ -99,7 +100,7 @@ def test_superni_split_is_deterministic_exact_and_order_free(tmp_path):
             groups={"all": {"categories": ["Sentiment Analysis", "Text Categorization", "Mathematics", "Paraphrasing"]}}
         )
     )
-    instances, tasks = ingest(config)
+    instances, tasks, _ = ingest(config)
     sizes = instances.groupby(["source_task", "split"]).size().unstack()
     # round(n * 0.2), and at least one test example: 10 -> 2, 7 -> 1, 4 -> 1
     assert sizes.loc[SST2, "test"] == 2 and sizes.loc[AGNEWS, "test"] == 1 and sizes.loc[PARAPHRASE, "test"] == 1
@@ -107,22 +108,22 @@ def test_superni_split_is_deterministic_exact_and_order_free(tmp_path):
     root = superni_copy(tmp_path)
     for file in root.glob("*.json"):
         edit_json(file, lambda d: d["Instances"].reverse())
-    shuffled, _ = ingest(data(superni(root, config["sources"][0]["groups"])))
+    shuffled, _, _ = ingest(data(superni(root, config["sources"][0]["groups"])))
     assert dict(zip(instances["instance_id"], instances["split"])) == dict(
         zip(shuffled["instance_id"], shuffled["split"])
     )
-    other_seed, _ = ingest({**config, "split_seed": 1})
+    other_seed, _, _ = ingest({**config, "split_seed": 1})
     assert list(other_seed.sort_values("instance_id")["split"]) != list(instances.sort_values("instance_id")["split"])
 
 
 def test_caps_are_deterministic_and_nested():
     groups = {"all": {"categories": ["Sentiment Analysis", "Text Categorization", "Mathematics"]}}
-    small, tasks = ingest(data(superni(groups=groups), max_train_per_task=5, max_test_per_task=2))
-    large, _ = ingest(data(superni(groups=groups), max_train_per_task=9, max_test_per_task=4))
+    small, tasks, _ = ingest(data(superni(groups=groups), max_train_per_task=5, max_test_per_task=2))
+    large, _, _ = ingest(data(superni(groups=groups), max_train_per_task=9, max_test_per_task=4))
     assert list(tasks[["n_train", "n_test"]].iloc[0]) == [5, 2]
     for split in ("train", "test"):
         assert set(small[small["split"] == split]["instance_id"]) < set(large[large["split"] == split]["instance_id"])
-    again, _ = ingest(data(superni(groups=groups), max_train_per_task=5, max_test_per_task=2))
+    again, _, _ = ingest(data(superni(groups=groups), max_train_per_task=5, max_test_per_task=2))
     assert list(again["instance_id"]) == list(small["instance_id"])
 
 
@@ -130,21 +131,21 @@ def test_superni_task_list_and_english_only(tmp_path):
     root = superni_copy(tmp_path)
     edit_json(root / f"{PARAPHRASE}.json", lambda d: d.update(Input_language=["Spanish"]))
     groups = {"g": {"categories": ["Paraphrasing", "Mathematics"]}}
-    english, _ = ingest(data(superni(root, groups)))
+    english, _, _ = ingest(data(superni(root, groups)))
     assert set(english["source_task"]) == {ADDSUB}
-    everything, _ = ingest(data(superni(root, groups, english_only=False)))
+    everything, _, _ = ingest(data(superni(root, groups, english_only=False)))
     assert set(everything["source_task"]) == {ADDSUB, PARAPHRASE}
     message = error_of(data(superni(root, {"g": {"tasks": [PARAPHRASE]}})))
     assert (
         message
-        == f"config: field 'data.sources[0].groups.g.tasks': source task '{PARAPHRASE}' is not English (set english_only: false to keep it)"
+        == f"config: field 'data.sources[0].groups.g.tasks': source task '{PARAPHRASE}' is not English (Input_language Spanish; set english_only: false to keep it)"
     )
 
     listed = superni(
         groups={"g": {"categories": ["Sentiment Analysis", "Text Categorization", "Mathematics"]}},
         task_list=str(FIXTURES / "superni_task_list.txt"),
     )
-    instances, _ = ingest(data(listed))
+    instances, _, _ = ingest(data(listed))
     assert set(instances["source_task"]) == {SST2, AGNEWS, ADDSUB}
     listed["groups"] = {"g": {"categories": ["Paraphrasing"]}}
     assert (
@@ -155,7 +156,7 @@ def test_superni_task_list_and_english_only(tmp_path):
 
 def test_explicit_task_names_win_over_categories():
     groups = {"qa": {"tasks": [SST2]}, "rest": {"categories": ["Sentiment Analysis", "Mathematics"]}}
-    instances, tasks = ingest(data(superni(groups=groups)))
+    instances, tasks, _ = ingest(data(superni(groups=groups)))
     assert set(instances[instances["task"] == "qa"]["source_task"]) == {SST2}
     assert set(instances[instances["task"] == "rest"]["source_task"]) == {ADDSUB}
 
@@ -165,7 +166,7 @@ def test_superni_16_config_ingests_all_27_shared_files():
     source = config["data"]["sources"][0]
     files = sorted((ROOT / source["path"]).glob("*.json"))
     assert len(files) == 27
-    instances, tasks = ingest(config["data"], config["orders"], base_dir=ROOT)
+    instances, tasks, _ = ingest(config["data"], config["orders"], base_dir=ROOT)
     assert set(instances["source_task"]) == {f.stem for f in files}
     expected = sum(len(json.loads(f.read_text())["Instances"]) for f in files)
     assert len(instances) == expected
@@ -223,7 +224,7 @@ def trace_examples_folder(tmp_path):
 def test_trace_examples_first_paragraph_rule(trace_examples_folder):
     folder, examples = trace_examples_folder
     assert len(examples) == 7
-    instances, tasks = ingest(data({"name": "trace", "type": "trace", "path": str(folder)}))
+    instances, tasks, _ = ingest(data({"name": "trace", "type": "trace", "path": str(folder)}))
     assert sorted(tasks["task"]) == sorted(examples)
     assert set(instances["split"]) == {"train", "eval", "test"}
     test = instances[instances["split"] == "test"].set_index("task")
@@ -243,7 +244,7 @@ def test_trace_examples_first_paragraph_rule(trace_examples_folder):
 
 
 def test_trace_folder_fixture():
-    instances, tasks = ingest(data({"name": "trace", "type": "trace", "path": str(FIXTURES / "trace")}))
+    instances, tasks, _ = ingest(data({"name": "trace", "type": "trace", "path": str(FIXTURES / "trace")}))
     assert list(tasks["task"]) == ["C-STANCE", "FOMC"]
     assert (
         list(tasks["n_train"]) == [3, 3] and list(tasks["n_test"]) == [2, 2] and list(tasks["n_instructions"]) == [1, 1]
@@ -274,10 +275,10 @@ def test_trace_first_line_and_regex_rules():
     message = error_of(data(source))
     assert (
         message
-        == f"{FIXTURES / 'trace' / 'FOMC' / 'train.json'}: record 0: field 'prompt': the 'regex' rule finds no instruction in the prompt"
+        == f"{FIXTURES / 'trace' / 'FOMC' / 'train.json'}: record 0 (0-based index in the list): field 'prompt': the 'regex' rule finds no instruction in the prompt"
     )
     source["instruction"]["pattern"] = r"(?s)^(.*?)\nText:"
-    instances, _ = ingest(data(source))
+    instances, _, _ = ingest(data(source))
     assert instances["instruction"].nunique() == 1
 
 
@@ -285,7 +286,7 @@ def test_trace_first_line_and_regex_rules():
 
 
 def test_jsonl_directory_one_task_per_file():
-    instances, tasks = ingest(data({"name": "mine", "type": "jsonl", "path": str(FIXTURES / "jsonl")}))
+    instances, tasks, _ = ingest(data({"name": "mine", "type": "jsonl", "path": str(FIXTURES / "jsonl")}))
     assert list(tasks["task"]) == ["capitals", "plurals"]
     assert list(tasks["n_train"] + tasks["n_test"]) == [5, 4] and (tasks["n_test"] == 1).all()
     tokyo = instances.set_index("instance_id").loc["mine:capitals-1"]
@@ -303,7 +304,7 @@ def test_jsonl_single_file_task_and_split_fields(tmp_path):
         {"task": "bye", "instruction": "Say bye.", "output": "bye", "split": "test"},
     ]
     file.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
-    instances, tasks = ingest(data({"name": "own", "type": "jsonl", "path": str(file), "task": "greet"}))
+    instances, tasks, _ = ingest(data({"name": "own", "type": "jsonl", "path": str(file), "task": "greet"}))
     assert list(tasks["task"]) == ["greet", "bye"]
     assert list(tasks["n_test"]) == [2, 1] and list(tasks["n_train"]) == [1, 1]
     assert list(instances.set_index("instance_id").loc["own:greet/own/2", "output"]) == ["HI", "Hi!"]
@@ -317,15 +318,17 @@ def test_malformed_json(tmp_path):
     path = root / f"{SST2}.json"
     path.write_text(path.read_text()[:1500])
     assert re.fullmatch(
-        rf"{re.escape(str(path))}: malformed JSON at line \d+ column \d+: .+", error_of(data(superni(root)))
+        rf"{re.escape(str(path))}: malformed JSON: .+ at byte \d+ \(line \d+ column \d+\); .+",
+        error_of(data(superni(root))),
     )
 
 
 def test_malformed_jsonl_line(tmp_path):
     file = tmp_path / "t.jsonl"
     file.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": \n')
-    assert error_of(data({"name": "j", "type": "jsonl", "path": str(file)})).startswith(
-        f"{file}: record 2: malformed JSON at column"
+    assert error_of(data({"name": "j", "type": "jsonl", "path": str(file)})) == (
+        f"{file}: record 2 (1-based line): malformed JSON: Expecting value at column 32 (byte 67 of the file); "
+        "the text ends inside the JSON (truncated?); the last complete record is 1 (1-based line)"
     )
 
 
@@ -333,7 +336,7 @@ def test_missing_field(tmp_path):
     root = superni_copy(tmp_path)
     path = root / f"{SST2}.json"
     edit_json(path, lambda d: d["Instances"][3].pop("output"))
-    assert error_of(data(superni(root))) == f"{path}: record 3: field 'output': missing field"
+    assert error_of(data(superni(root))) == f"{path}: record 3 (0-based index in Instances): field 'output': missing field"
     edit_json(path, lambda d: d.pop("Definition"))
     assert error_of(data(superni(root))) == f"{path}: field 'Definition': missing field"
     trace = tmp_path / "trace" / "T"
@@ -344,7 +347,7 @@ def test_missing_field(tmp_path):
     (trace / "test.json").write_text(json.dumps([{"prompt": "Do it.\nText:\nx", "answer": "y"}]))
     assert (
         error_of(data({"name": "t", "type": "trace", "path": str(trace.parent)}))
-        == f"{trace / 'train.json'}: record 1: field 'answer': missing field"
+        == f"{trace / 'train.json'}: record 1 (0-based index in the list): field 'answer': missing field"
     )
 
 
@@ -366,7 +369,8 @@ def test_duplicate_ids(tmp_path):
     edit_json(path, lambda d: d["Instances"][4].update(id=duplicate))
     assert (
         error_of(data(superni(root)))
-        == f"{path}: record 4: field 'id': duplicate id '{duplicate}' (first at {path} record 1)"
+        == f"{path}: record 4 (0-based index in Instances): field 'id': duplicate id '{duplicate}' "
+        f"(first at {path} record 1 (0-based index in Instances))"
     )
 
 
@@ -379,13 +383,14 @@ def test_non_utf8_bytes_name_the_record_and_field(tmp_path):
     path.write_bytes(raw.replace(target, target[:5] + b"\xff\xfe" + target[5:], 1))
     message = error_of(data(superni(root)))
     assert re.fullmatch(
-        rf"{re.escape(str(path))}: record 2: field 'input': not valid UTF-8 \(byte \d+, line \d+\)", message
+        rf"{re.escape(str(path))}: record 2 \(0-based index in Instances\): field 'input': not valid UTF-8 \(byte \d+, line \d+\)",
+        message,
     ), message
     file = tmp_path / "t.jsonl"
     file.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": "caf\xe9"}\n')
     assert (
         error_of(data({"name": "j", "type": "jsonl", "path": str(file)}))
-        == f"{file}: record 2: field 'output': not valid UTF-8 (byte 35 of the line)"
+        == f"{file}: record 2 (1-based line): field 'output': not valid UTF-8 (byte 35 of the line, byte 71 of the file)"
     )
 
 
@@ -420,4 +425,4 @@ def test_conflicting_sources():
 
 def test_a_task_without_test_examples():
     message = error_of(data(superni(), max_test_per_task=0))
-    assert message == "config: field 'data.sources[0]': task 'sentiment' has no test examples after splitting and caps"
+    assert message == "config: field 'data.max_test_per_task': task 'sentiment' has no test examples left after max_test_per_task 0"

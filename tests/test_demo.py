@@ -12,7 +12,7 @@ DEMO_ORDER = ["sentiment", "addition", "reverse", "topic", "compare", "sort_lett
 
 
 def demo_frame(**source):
-    instances, tasks = ingest({"sources": [{"name": "demo", "type": "demo", **source}]})
+    instances, tasks, _ = ingest({"sources": [{"name": "demo", "type": "demo", **source}]})
     return instances, tasks
 
 

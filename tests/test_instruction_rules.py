@@ -1,20 +1,16 @@
 """The embed_instructions and tag rules run by real Snakemake, tagging through the local OpenAI-compatible
 server: the API key never lands on disk, and adding a task embeds and tags only its new instructions."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from workflow import snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 TARGET = "results/instructions/tags_raw.parquet"
 
 
@@ -30,19 +26,6 @@ def write_config(workdir: Path, tasks: list[str], base_url: str) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-def snakemake(workdir: Path, env: dict) -> str:
-    result = subprocess.run(
-        [str(SNAKEMAKE), TARGET, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stderr
-
-
 def embedding_cache_keys(workdir: Path) -> list[str]:
     keys = []
     for shard in (workdir / "cache" / "embeddings").rglob("shard-*.npz"):
@@ -52,9 +35,9 @@ def embedding_cache_keys(workdir: Path) -> list[str]:
 
 
 def test_tag_rule_with_openai_backend(openai_server, api_key, tmp_path):
-    env = {**os.environ, "OPENAI_API_KEY": api_key, "HF_HUB_OFFLINE": "1"}
+    env = {"OPENAI_API_KEY": api_key}
     write_config(tmp_path, ["sentiment", "addition"], openai_server.base_url)
-    snakemake(tmp_path, env)
+    snakemake(tmp_path, TARGET, env=env)
 
     tags = pd.read_parquet(tmp_path / TARGET)
     instances = pd.read_parquet(tmp_path / "results/data/instances.parquet")
@@ -68,7 +51,7 @@ def test_tag_rule_with_openai_backend(openai_server, api_key, tmp_path):
 
     # add one task: only its instructions are embedded and tagged
     write_config(tmp_path, ["sentiment", "addition", "topic"], openai_server.base_url)
-    snakemake(tmp_path, env)
+    snakemake(tmp_path, TARGET, env=env)
     instances = pd.read_parquet(tmp_path / "results/data/instances.parquet")
     new_ids = set(instances["instruction_id"]) - first_ids
     assert new_ids and set(instances.loc[instances["instruction_id"].isin(new_ids), "task"]) == {"topic"}

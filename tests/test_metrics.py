@@ -94,7 +94,8 @@ ORDERS = {"o": TASKS}
 def write_scores(root, run, scores: dict):
     path = root / "results" / "runs" / run / "scores.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"task": list(scores), "metric": "rouge_l", "score": list(scores.values()), "n": 10}).to_parquet(path)
+    frame = {"task": list(scores), "metric": "rouge_l", "primary": True, "score": list(scores.values()), "n": 10}
+    pd.DataFrame(frame).to_parquet(path)
     return path
 
 

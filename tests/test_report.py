@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from workflow import snakemake
 
 from inscl.core import artifacts, runs
 from inscl.core.io import InputError
@@ -477,39 +475,14 @@ def test_helpers():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_snakemake_rule_and_snakemake_report(tmp_path):
-    """The report rule runs through Snakemake on given artifacts, and `snakemake --report` picks up its plots."""
-    write_artifacts(tmp_path)  # judge and general are disabled by the config: their files are not inputs
-    (tmp_path / "config.yaml").write_text(
-        "data:\n  sources:\n    - {name: demo, type: demo}\n"
-        "orders:\n  o1: [alpha, beta, gamma]\nseeds: [0, 1]\nmethods: [no_replay, inscl]\n"
-    )
-    snakemake = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(tmp_path / "config.yaml"),
-        "--cores",
-        "1",
-        "--allowed-rules",
-        "report",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run(snakemake + ["results/report/index.html"], capture_output=True, text=True, env=env)
-    assert run.returncode == 0, run.stderr[-3000:]
-    page = (tmp_path / "results/report/index.html").read_text(encoding="utf-8")
-    assert "71.88 ± 1.12" in page
-    plots = sorted(p.name for p in (tmp_path / "results/report/plots").iterdir())
-    assert "score_matrix--o1--inscl.png" in plots and "distances--all.png" in plots
-    run = subprocess.run(snakemake + ["--report", "smk_report.html"], capture_output=True, text=True, env=env)
-    assert run.returncode == 0, run.stderr[-3000:]
+@pytest.mark.timeout(900)
+def test_snakemake_report_picks_up_the_report_plots(fresh_copy_of_finished_run):
+    """On a finished run, `snakemake --report` adds every plot of the report rule, with its caption."""
+    run = fresh_copy_of_finished_run
+    plots = sorted(p.name for p in (run / "results/report/plots").iterdir())
+    assert "score_matrix--demo--inscl.png" in plots and "distances--all.png" in plots
+    result = snakemake(run, "--report", "smk_report.html", snakefile=run / "Snakefile")
     for name in plots:
-        assert name.startswith(".") or f"Adding {name}" in run.stderr
-    snakemake_report = (tmp_path / "smk_report.html").read_text(encoding="utf-8")
+        assert name.startswith(".") or f"Adding {name}" in result.stderr
+    snakemake_report = (run / "smk_report.html").read_text(encoding="utf-8")
     assert "Forgetting curves for order" in snakemake_report  # the caption, rendered per figure

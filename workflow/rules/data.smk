@@ -4,6 +4,7 @@ rule ingest:
     output:
         instances=ARTIFACT["instances"],
         tasks=ARTIFACT["tasks"],
+        dropped=ARTIFACT["dropped"],
     log:
         "logs/ingest.log",
     conda:

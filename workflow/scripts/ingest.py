@@ -1,4 +1,4 @@
-"""Rule ingest: every configured data source -> instances.parquet and tasks.parquet."""
+"""Rule ingest: every configured data source -> instances.parquet, tasks.parquet and dropped.parquet."""
 
 from inscl.core import artifacts
 from inscl.core.rule import run_rule
@@ -7,9 +7,10 @@ from inscl.data.ingest import ingest
 
 
 def main(smk):
-    instances, tasks = ingest(job_settings(smk)["data"])
-    artifacts.write(instances, "instances", smk.output.instances)
-    artifacts.write(tasks, "tasks", smk.output.tasks)
+    ingested = ingest(job_settings(smk)["data"])
+    artifacts.write(ingested.instances, "instances", smk.output.instances)
+    artifacts.write(ingested.tasks, "tasks", smk.output.tasks)
+    artifacts.write(ingested.dropped, "dropped", smk.output.dropped)
 
 
 run_rule(snakemake, main)  # noqa: F821

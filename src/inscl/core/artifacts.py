@@ -41,8 +41,16 @@ INSTANCE_COLUMNS = (
 ARTIFACTS: dict[str, Artifact] = {
     "instances": Artifact(_columns(INSTANCE_COLUMNS), "results/data/instances.parquet"),
     "tasks": Artifact(
-        _columns("task:string source:string n_train:int64 n_test:int64 n_instructions:int64"),
+        _columns("task:string source:string n_train:int64 n_eval:int64 n_test:int64 n_instructions:int64"),
         "results/data/tasks.parquet",
+    ),
+    # one row per source task or (instruction, split) a data filter removed; filter = its config key
+    "dropped": Artifact(
+        _columns(
+            "source:string source_file:string source_task:string task:string instruction_id:string split:string "
+            "n_dropped:int64 n_kept:int64 filter:string reason:string"
+        ),
+        "results/data/dropped.parquet",
     ),
     "embeddings": Artifact(
         _columns("instruction_id:string text:string model:string vector:list<float32>"),
@@ -93,10 +101,15 @@ ARTIFACTS: dict[str, Artifact] = {
             "peak_memory_mb:float64 elapsed_s:float64"
         )
     ),
+    # prompt_tokens: after truncation; finish: eos, stop (a stop string) or length (max_new_tokens)
     "predictions": Artifact(
-        _columns("task:string instance_id:string prompt:string prediction:string references:list<string>")
+        _columns(
+            "task:string instance_id:string prompt:string prediction:string references:list<string> "
+            "prompt_tokens:int64 truncated_tokens:int64 max_new_tokens:int64 generated_tokens:int64 finish:string"
+        )
     ),
-    "scores": Artifact(_columns("task:string metric:string score:float64 n:int64")),
+    # one row per task and metric; `primary` marks the metric the score matrix uses
+    "scores": Artifact(_columns("task:string metric:string primary:bool score:float64 n:int64")),
     "score_matrix": Artifact(
         _columns("order:string method:string seed:int64 stage:int64 task:string task_index:int64 score:float64"),
         "results/metrics/score_matrix.parquet",

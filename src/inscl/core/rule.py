@@ -1,4 +1,8 @@
-"""Glue for workflow/scripts/*.py: logging to the rule's log, one-line input errors, thread limits."""
+"""Glue for workflow/scripts/*.py: logging to the rule's log and one-line input errors.
+
+Thread limits need no glue: Snakemake runs every script with OMP_NUM_THREADS (and the MKL/OpenBLAS
+equivalents) set to the job's threads, and torch reads them when it is imported.
+"""
 
 from __future__ import annotations
 
@@ -26,10 +30,6 @@ def setup_logging(log_file: str | None = None) -> None:
 def run_rule(smk, main: Callable) -> None:
     """Run `main(smk)` for a Snakemake `script:`; bad input exits 1 with a single line."""
     setup_logging(smk.log[0] if len(smk.log) else None)
-    threads = max(1, int(getattr(smk, "threads", 1) or 1))
-    torch = sys.modules.get("torch")  # light rules never import torch
-    if torch is not None:
-        torch.set_num_threads(threads)
     try:
         main(smk)
     except (InputError, ConfigError) as e:

@@ -16,6 +16,7 @@ from typing import Callable
 
 from inscl.core.hashing import stable_seed
 from inscl.core.io import InputError
+from inscl.data.rows import SourceRows, instance_row
 
 POSITIVE = ("great", "lovely", "fun", "amazing", "wonderful", "nice", "perfect", "excellent")
 NEGATIVE = ("awful", "boring", "terrible", "bad", "dull", "horrible", "poor", "weak")
@@ -178,3 +179,22 @@ def generate_demo(
                 }
             )
     return rows
+
+
+def load_demo(source: dict, base_dir=".", key: str = "data.sources[0]") -> SourceRows:
+    """Instance rows of the demo benchmark as a data source (`base_dir` unused: nothing is read)."""
+    name = source["name"]
+    generated = generate_demo(
+        seed=source.get("seed", 0),
+        n_train=source.get("n_train", 240),
+        n_test=source.get("n_test", 60),
+        tasks=source.get("tasks"),
+        config_key=key,
+    )
+    rows = []
+    for g in generated:
+        local = f"{g['task']}/{g['split']}/{g['index']:05d}"
+        rows.append(
+            instance_row(name, g["task"], g["task"], None, local, g["instruction"], g["input"], g["output"], g["split"])
+        )
+    return SourceRows(rows)

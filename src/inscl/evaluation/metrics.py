@@ -98,16 +98,17 @@ def forgetting_rate(R, task_index: int) -> float:
 
 
 def load_scores(paths: Iterable) -> pd.DataFrame:
-    """Concatenate scores.parquet files -> DataFrame(run, task, metric, score, n)."""
+    """The primary score of each task in scores.parquet files -> DataFrame(run, task, metric, primary, score, n)."""
     frames = []
     for path in paths:
         df = pd.read_parquet(path)
         missing = [c for c in SCORE_COLUMNS if c not in df.columns]
         if missing:
             raise InputError(path, f"missing column(s) {', '.join(missing)}", field=missing[0])
+        df = df[df["primary"].astype(bool)]  # the secondary metrics are reported, not in the matrix
         duplicated = df["task"][df["task"].duplicated()]
         if len(duplicated):
-            raise InputError(path, "task scored twice", record=duplicated.iloc[0], field="task")
+            raise InputError(path, "task has two primary scores", record=duplicated.iloc[0], field="task")
         bad = df["score"].isna() | ~np.isfinite(df["score"].astype(float))
         if bad.any():
             raise InputError(path, "score is not a finite number", record=df["task"][bad].iloc[0], field="score")

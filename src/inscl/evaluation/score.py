@@ -1,5 +1,8 @@
 """Per-task metrics of the TRACE protocol (and InsCL's ROUGE-L), every score on a 0-100 scale.
 
+Each task has one primary metric (the score matrix uses it) and optional secondary metrics reported
+beside it, as TRACE reports BLEU-1/4 and ROUGE-L next to its headline numbers (evaluations/*.py).
+
 - ``exact_match``: TRACE's accuracy. TRACE compares the raw decoded generation with the answer
   and counts an empty generation as wrong. We compare after stripping surrounding whitespace of
   both sides (a decoding artefact, e.g. SentencePiece's leading space, must not turn a correct
@@ -10,14 +13,30 @@
 - ``edit_similarity``: TRACE's Py150 metric. Undo the literal placeholders (``<NUM_LIT>`` -> 0,
   ``<STR_LIT>``/``<CHAR_LIT>`` -> empty, ``<KIND_LIT:x>`` -> x), then a fuzzy ratio (rapidfuzz
   Indel ratio, 0-100, unrounded); the maximum over references. An empty generation scores 0.
+- ``first_char_accuracy``: TRACE's ScienceQA accuracy (eval_ScienceQA.py:6-12): the first character
+  of the generation (after surrounding whitespace, as for exact match) equals the reference's first
+  character, the answer letter of "A\nBecause ...".
+- ``bleu_1``, ``bleu_4``: TRACE's BLEU (metrics.py:15-47): nltk ``sentence_bleu`` without smoothing
+  on tokens split at whitespace and ".", uniform weights over 1 or 4 n-gram orders; a zero n-gram
+  precision gives 0 (nltk returns 0 or a value below 1e-300 there). With several references the
+  n-gram counts are clipped by their maximum over references and the closest reference length sets
+  the brevity penalty, as in nltk.
+- ``reasoning_bleu_1``, ``reasoning_bleu_4``, ``reasoning_rouge_l``: the same on the reasoning,
+  TRACE's ScienceQA split (eval_ScienceQA.py:6-12): the characters from index 2 on of both sides.
 - ``sari``: the tensor2tensor-derived SARI of the HF ``evaluate`` library (n-grams 1-4; keep F1,
   deletion precision, addition F1; 0/0 = 1; lowercase + sacrebleu 13a tokenization), with the
   prompt as the source sentence.
+
+Where TRACE differs: it compares raw strings (we strip surrounding whitespace first); it takes
+ROUGE-L from the ``rouge`` package (we use ``rouge_score`` with the stemmer, InsCL's choice, for the
+primary and secondary ROUGE-L alike); and it skips empty generations in the numerator while counting
+them in the denominator, which equals our 0 for an empty generation.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import Counter
 from functools import lru_cache
@@ -30,8 +49,20 @@ from inscl.core.io import InputError
 
 log = logging.getLogger(__name__)
 
-METRIC_NAMES = ("exact_match", "rouge_l", "edit_similarity", "sari")
+METRIC_NAMES = (
+    "exact_match",
+    "first_char_accuracy",
+    "rouge_l",
+    "edit_similarity",
+    "sari",
+    "bleu_1",
+    "bleu_4",
+    "reasoning_bleu_1",
+    "reasoning_bleu_4",
+    "reasoning_rouge_l",
+)
 _WHITESPACE = re.compile(r"\s+")
+_BLEU_SPLIT = re.compile(r"\s|\.")
 _TYPED_LITERAL = re.compile(r"<(STR|NUM|CHAR)_LIT:(.*?)>", re.S)
 
 
@@ -52,6 +83,44 @@ def exact_match(prediction: str, references, normalize: bool = False) -> float:
     if not guess:
         return 0.0
     return 100.0 if any(guess == canonical(ref) for ref in _as_references(references)) else 0.0
+
+
+def first_char_accuracy(prediction: str, references) -> float:
+    """100 if the generation's first character equals a reference's first character, else 0."""
+    guess = prediction.strip()
+    if not guess:
+        return 0.0
+    return 100.0 if any(ref.strip()[:1] == guess[0] for ref in _as_references(references)) else 0.0
+
+
+def reasoning(text: str) -> str:
+    """TRACE's ScienceQA reasoning: the text after the answer letter and its separator."""
+    return text.strip()[2:]
+
+
+def bleu_tokens(text: str) -> list[str]:
+    return [token for token in _BLEU_SPLIT.split(text) if token]
+
+
+def bleu(prediction: str, references, order: int) -> float:
+    """Sentence BLEU x 100 with uniform weights over n-gram orders 1..`order`, no smoothing."""
+    guess = bleu_tokens(prediction)
+    refs = [bleu_tokens(ref) for ref in _as_references(references)]
+    if not guess or not any(refs):
+        return 0.0
+    log_precision = 0.0
+    for n in range(1, order + 1):
+        counts = Counter(_ngrams(guess, n))
+        most = Counter()
+        for ref in refs:
+            most |= Counter(_ngrams(ref, n))
+        matched = sum(min(count, most[gram]) for gram, count in counts.items())
+        if matched == 0:
+            return 0.0
+        log_precision += math.log(matched / max(1, sum(counts.values()))) / order
+    closest = min((len(ref) for ref in refs), key=lambda length: (abs(length - len(guess)), length))
+    brevity = 1.0 if len(guess) > closest else math.exp(1 - closest / len(guess))
+    return 100.0 * brevity * math.exp(log_precision)
 
 
 @lru_cache(maxsize=1)
@@ -158,33 +227,53 @@ def example_scorer(metric: str, normalize_exact_match: bool = False) -> Callable
         return lambda prompt, pred, refs: edit_similarity(pred, refs)
     if metric == "sari":
         return lambda prompt, pred, refs: sari(prompt, pred, refs)
+    if metric == "first_char_accuracy":
+        return lambda prompt, pred, refs: first_char_accuracy(pred, refs)
+    if metric in ("bleu_1", "bleu_4"):
+        order = int(metric[-1])
+        return lambda prompt, pred, refs: bleu(pred, refs, order)
+    if metric in ("reasoning_bleu_1", "reasoning_bleu_4"):
+        order = int(metric[-1])
+        return lambda prompt, pred, refs: bleu(reasoning(pred), [reasoning(r) for r in refs], order)
+    if metric == "reasoning_rouge_l":
+        return lambda prompt, pred, refs: rouge_l(reasoning(pred), [reasoning(r) for r in refs])
     raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRIC_NAMES)}")
 
 
 def metric_for_task(task: str, metrics_cfg: dict) -> str:
-    """The configured metric of a task: `per_task` override, else `default`."""
+    """The configured primary metric of a task: `per_task` override, else `default`."""
     return (metrics_cfg.get("per_task") or {}).get(task, metrics_cfg.get("default", "rouge_l"))
 
 
+def metrics_of_task(task: str, metrics_cfg: dict) -> list[str]:
+    """The task's primary metric, then its `secondary` ones (each once)."""
+    primary = metric_for_task(task, metrics_cfg)
+    secondary = (metrics_cfg.get("secondary") or {}).get(task, [])
+    return [primary] + [m for m in dict.fromkeys(secondary) if m != primary]
+
+
+PREDICTION_INPUTS = ("task", "instance_id", "prompt", "prediction", "references")
+
+
 def score_predictions(predictions: pd.DataFrame, evaluation_cfg: dict, source="predictions") -> pd.DataFrame:
-    """Mean score per task -> DataFrame(task, metric, score, n), one row per task, sorted by task."""
-    missing = [c for c in artifacts.columns("predictions") if c not in predictions.columns]
+    """Mean score per task and metric -> the scores artifact's frame: one primary row per task, then
+    its secondary rows; sorted by task."""
+    missing = [c for c in PREDICTION_INPUTS if c not in predictions.columns]
     if missing:
         raise InputError(source, f"missing column(s) {', '.join(missing)}", field=missing[0])
     metrics_cfg = evaluation_cfg.get("metrics", {})
     normalize = bool(evaluation_cfg.get("normalize_exact_match", False))
     rows = []
     for task, group in predictions.groupby("task", sort=True):
-        metric = metric_for_task(task, metrics_cfg)
-        scorer = example_scorer(metric, normalize)
-        values = []
-        for record, row in group.iterrows():
-            refs = row["references"]
+        examples = []
+        for row in group.itertuples(index=False):
+            refs = row.references
             if refs is None or isinstance(refs, float) or len(refs) == 0:
-                raise InputError(source, "no reference answer", record=row["instance_id"], field="references")
-            prediction = row["prediction"] if isinstance(row["prediction"], str) else ""
-            values.append(scorer(str(row["prompt"]), prediction, list(refs)))
-        score = sum(values) / len(values)
-        log.info("%s: %s = %.2f over %d examples", task, metric, score, len(values))
-        rows.append({"task": task, "metric": metric, "score": float(score), "n": len(values)})
-    return pd.DataFrame(rows, columns=["task", "metric", "score", "n"]).astype({"n": "int64"})
+                raise InputError(source, "no reference answer", record=row.instance_id, field="references")
+            examples.append((str(row.prompt), row.prediction if isinstance(row.prediction, str) else "", list(refs)))
+        for rank, metric in enumerate(metrics_of_task(task, metrics_cfg)):
+            scorer = example_scorer(metric, normalize)
+            score = sum(scorer(*example) for example in examples) / len(examples)
+            log.info("%s: %s = %.2f over %d examples", task, metric, score, len(examples))
+            rows.append({"task": task, "metric": metric, "primary": rank == 0, "score": float(score), "n": len(examples)})
+    return pd.DataFrame(rows, columns=artifacts.columns("scores")).astype({"n": "int64", "primary": "bool"})

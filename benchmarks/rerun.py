@@ -20,20 +20,17 @@ from pathlib import Path
 
 from dag import ENV, SNAKEMAKE, timed  # benchmarks/ is on sys.path when run as a script
 
+from inscl.core import artifacts, runs
+
 REPO = Path(__file__).resolve().parents[1]
 
 REPORT = "results/report/index.html"
-# Artifacts of the default workflow, upstream first (docs/artifacts.md).
+# Artifacts of the default workflow, upstream first.
 ARTIFACTS = [
-    "results/data/instances.parquet",
-    "results/instructions/embeddings.parquet",
-    "results/instructions/tags_raw.parquet",
-    "results/instructions/tags.parquet",
-    "results/instructions/insinfo.parquet",
-    "results/replay/distances.parquet",
-    "results/runs/base/predictions.parquet",
-    "results/runs/base/scores.parquet",
-    "results/metrics/score_matrix.parquet",
+    *(artifacts.path(name) for name in ("instances", "embeddings", "tags_raw", "tags", "insinfo", "distances")),
+    runs.BASE.file("predictions.parquet"),
+    runs.BASE.file("scores.parquet"),
+    artifacts.path("score_matrix"),
     REPORT,
 ]
 

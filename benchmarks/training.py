@@ -1,11 +1,25 @@
-"""Training-step throughput: packed rows vs plain padded batches, side by side on the same data.
+"""Training-step cost on this machine: packed padding-free micro-batches against padded ones on the same
+steps, and the packed step against the bare model's forward + backward on the same tensors.
 
-    .venv/bin/python benchmarks/training.py [--steps 20] [--threads 2]
+    .venv/bin/python benchmarks/training.py [--steps 15] [--threads 2] [--batch-size 64]
 
-Data: the demo tasks (short prompts) plus real SuperNI excerpts (long prompts), i.e. the mixed
-lengths of real instruction data. Each configuration runs in its own process so its peak memory
-is its own. On a CUDA machine it also times a ~1B-parameter LLaMA-shaped model in bf16, full and
-LoRA, and prints MFU = 6 x parameters x tokens/s / peak bf16 FLOP/s.
+Data: the demo tasks (short prompts) plus real SuperNI excerpts (long prompts, about 10% of the
+examples), i.e. the mixed lengths of instruction data. The model is config.yaml's tiny LLaMA.
+Each mode (full, LoRA) runs in its own process, where three things take turns on every step:
+
+- packed: StageTrainer's optimizer step as training runs it (collation, forward, backward,
+  clipping, update), with `training.packing: true`: one padding-free row per micro-batch;
+- padded: the same step of a second trainer with `training.packing: false`: one padded row per
+  example, the same examples;
+- bare: the model alone (transformers' own loss) forward + backward on the packed step's tensors.
+
+R = packed / padded throughput (median over steps of the time ratio), L = padded tokens / real
+tokens of the padded layout (what removing all padding could gain at best), F = R / L, and
+B = packed step time / bare time. The last line reads
+
+    packing: packed/padded R, limit L, F of the limit, step/bare B
+
+for full fine-tuning (the table shows LoRA too).
 """
 
 from __future__ import annotations
@@ -13,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,22 +39,12 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
 FIXTURES = ROOT / "tests" / "fixtures" / "training"
-# Dense bf16 peak of common accelerators, FLOP/s (vendor datasheets).
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "RTX 4090": 165e12}
-# A LLaMA-shaped model of about 1.1B parameters (TinyLlama's shape).
-ONE_B = {
-    "layers": 22,
-    "hidden_size": 2048,
-    "heads": 32,
-    "intermediate_size": 5632,
-    "vocab_size": 32000,
-    "max_position_embeddings": 2048,
-    "seed": 0,
-}
 
 
 def benchmark_rows() -> pd.DataFrame:
+    """Instances: the demo tasks' training split plus the SuperNI excerpts repeated to ~10% of the rows."""
     from inscl.data.demo import generate_demo
 
     rows = pd.DataFrame(generate_demo(0, 240, 1))
@@ -52,214 +55,177 @@ def benchmark_rows() -> pd.DataFrame:
         for instance in data["Instances"]:
             superni.append(
                 {
-                    "task": path.stem,
+                    "task": "superni",
                     "split": "train",
                     "instance_id": instance["id"],
                     "instruction": data["Definition"][0],
                     "input": instance["input"],
-                    "output": instance["output"],
+                    "output": list(instance["output"]),
                 }
             )
-    # Repeat the long examples so they are ~10% of the data, as a long tail.
     long = pd.DataFrame(superni)
-    long = pd.concat([long] * max(1, len(rows) // (10 * len(long))), ignore_index=True)
-    return pd.concat([rows.drop(columns="index"), long], ignore_index=True).assign(answer=lambda d: d["output"].str[0])
+    copies = max(1, len(rows) // (10 * len(long)))
+    long = pd.concat([long.assign(instance_id=long["instance_id"] + f"-{k}") for k in range(copies)], ignore_index=True)
+    rows = pd.concat([rows.drop(columns="index"), long], ignore_index=True)
+    return rows.assign(
+        instruction_id=rows["task"], source="benchmark", source_task=rows["task"], source_file="benchmark"
+    )
 
 
-def mfu(parameters: int, tokens_per_s: float, peak_flops: float) -> float:
-    """Model FLOPs utilisation: 6 x N FLOPs per trained token (forward + backward) over the peak."""
-    return 6 * parameters * tokens_per_s / peak_flops
+def make_job(folder: Path, tasks: list[str], mode: str, args, packing: bool):
+    from inscl.core.config import validate_config
+    from inscl.training.train import TrainJob
+
+    config = validate_config({"data": {"sources": [{"name": "d", "type": "demo"}]}, "orders": {"o": tasks}})
+    training = {
+        **config["training"],
+        "mode": mode,
+        "batch_size": args.batch_size,
+        "packing": packing,
+        "threads": args.threads,
+    }
+    name = f"{mode}-{'packed' if packing else 'padded'}"
+    return TrainJob(
+        str(folder / "instances.parquet"), tasks, str(folder / "base"), str(folder / "base"),
+        str(folder / name / "model"), str(folder / name / "log.parquet"), str(folder / name / "checkpoints"),
+        training, {"base": "tiny", "trust_remote_code": False}, 0, 1.0, label=name,
+    )  # fmt: skip
 
 
-def peak_bf16_flops(device_name: str) -> float | None:
-    return next((flops for key, flops in PEAK_BF16.items() if key in device_name), None)
+def optimizer_step(trainer, step: int) -> float:
+    """One optimizer step as StageTrainer.train runs it; its wall time."""
+    started = time.perf_counter()
+    trainer.train_step(step)
+    torch.nn.utils.clip_grad_norm_([p for p in trainer.wrapped.parameters() if p.requires_grad], 1.0)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - started
 
 
-def build_model(tiny: dict, rows: pd.DataFrame, folder: Path):
-    from inscl.training.base_model import build_base_model
-
-    instances = rows.assign(output=rows["answer"].map(lambda a: [a]))
-    build_base_model({"base": "tiny", "trust_remote_code": False, "tiny": tiny}, instances, folder)
+def bare_step(model, batches: list[dict]) -> float:
+    """transformers' model alone: forward with its own loss and backward, on ready tensors."""
+    started = time.perf_counter()
+    for batch in batches:
+        model(**batch, use_cache=False).loss.backward()
+    elapsed = time.perf_counter() - started
+    model.zero_grad(set_to_none=True)
+    return elapsed
 
 
 def run_one(args) -> dict:
-    """One configuration, in this process: returns throughput and memory figures."""
-    from inscl.training.batching import collate, plan_training
-    from inscl.training.examples import encode_examples
-    from inscl.training.loss import AnswerLoss
-    from inscl.training.models import autocast_dtype, count_parameters, load_tokenizer, load_trainable
+    """Packed, padded and bare, taking turns on the same steps, in this process."""
+    from inscl.training import attention, distributed
+    from inscl.training.batching import collate, rank_share
+    from inscl.training.models import load_trainable
+    from inscl.training.train import StageTrainer
 
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model_cfg = {"base": "tiny", "trust_remote_code": False}
-    training = {
-        "mode": args.mode,
-        "batch_tokens": args.batch_tokens,
-        "packing": args.layout == "packed",
-        "grad_accum": 1,
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-    }
-    amp = autocast_dtype("auto", device)
-    tokenizer = load_tokenizer(args.model, model_cfg)
-    model = load_trainable(
-        args.model, args.model, model_cfg, training, amp if device.type == "cuda" and amp else torch.float32
+    folder = Path(args.folder)
+    tasks = sorted(pd.read_parquet(folder / "instances.parquet")["task"].unique())
+    packed, padded = (
+        StageTrainer(make_job(folder, tasks, args.mode, args, packing), distributed.Ranks())
+        for packing in (True, False)
     )
-    model.config.use_cache = False
-    if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.to(device).train()
-    rows = pd.read_parquet(args.rows)
-    examples = encode_examples(tokenizer, rows, "plain", 512)
-    plan = plan_training(examples, training, 1.0, seed=0)
-    loss_fn = AnswerLoss(model)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    real = padded = 0
-    step_rates, cpu_seconds = [], 0.0
-    steps = min(args.steps + args.warmup, len(plan.micro_batches))
-    for step in range(steps):
-        batch = collate(plan, step, examples, tokenizer.pad_token_id)
-        inputs = {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = loss_fn(**inputs)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    for trainer in (packed, padded):
+        trainer.setup()
+    kernel = attention.implementation("sdpa", packed=True)
+    bare = load_trainable(str(folder / "base"), str(folder / "base"), packed.job.model, packed.training, "cpu", kernel)
+    bare.train()
+    cap = packed.training["micro_batch_tokens"]
+    rows = []
+    for step in range(min(args.warmup + args.steps, len(packed.plan.steps))):
+        shares = rank_share(packed.plan.steps[step], packed.lengths, distributed.Ranks(), cap)
+        tensors = []
+        for indices, _ in shares:
+            batch = collate(indices, packed.examples, packed.tokenizer.pad_token_id, True, packed.slack)
+            extra = attention.forward_kwargs("sdpa", batch, "cpu")
+            tensors.append({k: batch[k] for k in ("input_ids", "labels", "position_ids")} | extra)
+        layout = [collate(i, padded.examples, padded.tokenizer.pad_token_id, False) for i, _ in shares]
+        times = {}
+        for name in np.roll(["packed", "padded", "bare"], step):  # each goes first in turn
+            if name == "bare":
+                times[name] = bare_step(bare, tensors)
+            else:
+                times[name] = optimizer_step(packed if name == "packed" else padded, step)
         if step >= args.warmup:
-            tokens = sum(len(examples[i]) for i in plan.example_indices(step))
-            step_rates.append(tokens / (time.perf_counter() - start))
-            cpu_seconds += time.process_time() - cpu_start
-            real += tokens
-            padded += batch["input_ids"].numel()
-    trainable, total = count_parameters(model)
-    # The median step is robust to other processes stealing the CPU for a while.
-    tokens_per_s = float(np.median(step_rates))
-    result = {
-        "layout": args.layout,
+            rows.append(
+                {
+                    **times,
+                    "real_tokens": int(packed.lengths[packed.plan.steps[step]].sum()),
+                    "padded_tokens": sum(int(b["input_ids"].numel()) for b in layout),
+                    "micro_batches": len(shares),
+                }
+            )
+    frame = pd.DataFrame(rows)
+    limit = frame["padded_tokens"].sum() / frame["real_tokens"].sum()
+    ratio = float((frame["padded"] / frame["packed"]).median())
+    return {
         "mode": args.mode,
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "steps": steps - args.warmup,
-        "tokens_per_s": tokens_per_s,
-        "padding_share": 1 - real / padded,
-        "cpu_tokens_per_s": real / cpu_seconds,
-        "examples_per_s": tokens_per_s * len(examples) / sum(map(len, examples)),
-        "parameters": total,
-        "trainable": trainable,
+        "steps": len(frame),
+        "examples_per_step": args.batch_size,
+        "micro_batches_per_step": float(frame["micro_batches"].mean()),
+        "tokens_per_step": float(frame["real_tokens"].mean()),
+        "packed_tokens_per_s": float(frame["real_tokens"].sum() / frame["packed"].sum()),
+        "padded_tokens_per_s": float(frame["real_tokens"].sum() / frame["padded"].sum()),
+        "ratio": ratio,
+        "limit": float(limit),
+        "fraction": ratio / limit,
+        "step_over_bare": float((frame["packed"] / frame["bare"]).median()),
+        "trainable": packed.trainable_parameters,
+        "parameters": packed.total_parameters,
     }
-    if device.type == "cuda":
-        result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        peak = peak_bf16_flops(result["device"])
-        result["mfu"] = mfu(total, result["tokens_per_s"], peak) if peak else None
-    else:
-        result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        result["training_memory_mb"] = result["peak_memory_mb"] - rss_before
-    return result
 
 
-def spawn(args, model: Path, rows: Path, layout: str, mode: str, steps: int, batch_tokens: int) -> dict:
-    command = [
-        sys.executable,
-        __file__,
-        "--one",
-        "--model",
-        str(model),
-        "--rows",
-        str(rows),
-        "--layout",
-        layout,
-        "--mode",
-        mode,
-        "--steps",
-        str(steps),
-        "--threads",
-        str(args.threads),
-        "--batch-tokens",
-        str(batch_tokens),
-        "--warmup",
-        str(args.warmup),
-    ]
-    if args.gradient_checkpointing:
-        command.append("--gradient-checkpointing")
-    out = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+def spawn(args, folder: Path, mode: str) -> dict:
+    command = [sys.executable, __file__, "--one", "--folder", str(folder), "--mode", mode]
+    command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    command += ["--batch-size", str(args.batch_size)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def print_table(title: str, results: list[dict]) -> None:
-    print(f"\n{title}")
-    header = (
-        f"{'layout':8} {'mode':5} {'tokens/s':>10} {'tok/CPU-s':>10} {'examples/s':>10} {'padding':>8} "
-        f"{'peak MB':>9} {'train MB':>9} {'MFU':>7}"
-    )
-    print(header)
-    for r in results:
-        mfu_text = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
-        train_mb = f"{r['training_memory_mb']:9.0f}" if "training_memory_mb" in r else f"{'-':>9}"
-        print(
-            f"{r['layout']:8} {r['mode']:5} {r['tokens_per_s']:10.0f} {r['cpu_tokens_per_s']:10.0f} "
-            f"{r['examples_per_s']:10.1f} {100 * r['padding_share']:7.1f}% {r['peak_memory_mb']:9.0f} {train_mb} {mfu_text:>7}"
-        )
-    by = {(r["layout"], r["mode"]): r for r in results}
-    for mode in ("full", "lora"):
-        if ("packed", mode) in by and ("padded", mode) in by:
-            speedup = by[("packed", mode)]["tokens_per_s"] / by[("padded", mode)]["tokens_per_s"]
-            print(f"{mode}: packed / padded tokens/s = {speedup:.2f}x (median step)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per configuration")
+    parser.add_argument("--steps", type=int, default=15, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-tokens", type=int, default=None, help="default: training.batch_tokens of config.yaml")
-    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=64, help="examples per optimizer step")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--rows", help=argparse.SUPPRESS)
-    parser.add_argument("--layout", choices=["packed", "padded"], help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["full", "lora"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args)))
         return
+    from inscl.training.base_model import build_base_model
+
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     tiny = {"seed": 0, **config["model"]["tiny"]}
-    batch_tokens = args.batch_tokens or config.get("training", {}).get("batch_tokens", 4096)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+        folder = Path(tmp)
         rows = benchmark_rows()
-        rows.to_parquet(tmp / "rows.parquet")
-        build_model(tiny, rows, tmp / "tiny")
-        lengths = rows.shape[0]
+        rows.to_parquet(folder / "instances.parquet")
+        build_base_model({"base": "tiny", "trust_remote_code": False, "tiny": tiny}, rows, folder / "base")
         print(
-            f"data: {lengths} examples (demo tasks + SuperNI excerpts); tiny model {tiny}; batch_tokens {batch_tokens}; "
-            f"threads {args.threads}"
+            f"data: {len(rows)} examples (demo tasks + SuperNI excerpts); tiny LLaMA {tiny}; "
+            f"{args.batch_size} examples per step, micro-batches of <= 4096 tokens; {args.threads} threads; "
+            f"{args.steps} timed steps after {args.warmup}"
         )
-        results = [
-            spawn(args, tmp / "tiny", tmp / "rows.parquet", layout, mode, args.steps, batch_tokens)
-            for mode in ("full", "lora")
-            for layout in ("packed", "padded")
-        ]
-        print_table(
-            "CPU, tiny LLaMA (fp32)" if results[0]["device"] == "cpu" else f"{results[0]['device']}, tiny LLaMA",
-            results,
+        results = [spawn(args, folder, mode) for mode in ("full", "lora")]
+    print(
+        f"\n{'mode':5} {'tokens/step':>11} {'packed tok/s':>12} {'padded tok/s':>12} {'R':>6} {'L':>6} {'F':>6} {'B':>6}"
+    )
+    for r in results:
+        print(
+            f"{r['mode']:5} {r['tokens_per_step']:11.0f} {r['packed_tokens_per_s']:12.0f} {r['padded_tokens_per_s']:12.0f} "
+            f"{r['ratio']:6.2f} {r['limit']:6.2f} {r['fraction']:6.2f} {r['step_over_bare']:6.2f}"
         )
-        if torch.cuda.is_available():
-            build_model(ONE_B, rows, tmp / "one_b")
-            big = [
-                spawn(args, tmp / "one_b", tmp / "rows.parquet", layout, mode, args.steps, 16384)
-                for mode in ("full", "lora")
-                for layout in ("packed", "padded")
-            ]
-            print_table(f"{big[0]['device']}, ~1B LLaMA (bf16 autocast), batch_tokens 16384", big)
-        else:
-            print("\nno CUDA device: the ~1B-parameter MFU measurement runs only on a GPU")
+    full = results[0]
+    print(
+        f"packing: packed/padded {full['ratio']:.2f}, limit {full['limit']:.2f}, "
+        f"{full['fraction']:.2f} of the limit, step/bare {full['step_over_bare']:.2f}"
+    )
 
 
 if __name__ == "__main__":

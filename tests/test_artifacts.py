@@ -12,7 +12,14 @@ from inscl.core.io import InputError
 
 def scores(**extra):
     return pd.DataFrame(
-        {"task": ["a", "b"], "metric": ["exact_match"] * 2, "primary": True, "score": [50.0, 100.0], "n": [2, 4], **extra}
+        {
+            "task": ["a", "b"],
+            "metric": ["exact_match"] * 2,
+            "primary": True,
+            "score": [50.0, 100.0],
+            "n": [2, 4],
+            **extra,
+        }
     )
 
 

@@ -26,7 +26,7 @@ def expect_error(config, fragment):
 
 def test_default_config_is_valid_and_filled():
     config = load_config(ROOT / "config.yaml")
-    assert config["seeds"] == [0]
+    assert config["seeds"] == [0, 1, 2]
     assert config["normalize"] == {"eps": 0.1, "min_samples": 5, "min_count": 1}
     assert config["distance"]["weights"] == "proportional"
     assert config["data"]["test_fraction"] == 0.2

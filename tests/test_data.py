@@ -5,11 +5,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from trace_examples import trace_examples, write_trace_folder
 
 from inscl.core import artifacts
 from inscl.core.config import validate_config
 from inscl.core.hashing import content_hash
 from inscl.core.io import InputError
+from inscl.core.prompts import build_prompt
 from inscl.data.ingest import ingest
 from inscl.data.trace import split_instruction
 
@@ -149,8 +151,8 @@ def test_superni_task_list_and_english_only(tmp_path):
     assert set(instances["source_task"]) == {SST2, AGNEWS, ADDSUB}
     listed["groups"] = {"g": {"categories": ["Paraphrasing"]}}
     assert (
-        error_of(data(listed))
-        == "config: field 'data.sources[0].groups.g.categories': no source task has category 'Paraphrasing'"
+        error_of(data(listed)) == "config: field 'data.sources[0].groups.g.categories': "
+        f"no source task in task_list {FIXTURES / 'superni_task_list.txt'} has category 'Paraphrasing'"
     )
 
 
@@ -179,16 +181,6 @@ def test_superni_16_config_ingests_all_27_shared_files():
 # ---------------------------------------------------------------- TRACE
 
 
-def parse_trace_examples(text: str) -> dict[str, tuple[str, str]]:
-    """The '# prompt # / # answer #' layout of TRACE's dataset_examples.txt -> name: (prompt, answer)."""
-    parts = re.split(r"^DATASET\d+ -> (.+?):[ \t]*$", text, flags=re.M)
-    examples = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
-        separator = re.search(r"^-{8,}[ \t]*$", body, flags=re.M)
-        examples[name] = (body[: separator.start()].strip("\n"), body[separator.end() :].strip())
-    return examples
-
-
 EXPECTED_INSTRUCTIONS = {
     "C-STANCE": ("判断以下文本对指定对象的态度。输出支持、反对或中立。", "文本：\n"),
     "FOMC": (
@@ -211,13 +203,8 @@ EXPECTED_INSTRUCTIONS = {
 
 @pytest.fixture
 def trace_examples_folder(tmp_path):
-    examples = parse_trace_examples((FIXTURES / "trace_examples" / "dataset_examples.txt").read_text(encoding="utf-8"))
-    for name, (prompt, answer) in examples.items():
-        (tmp_path / name).mkdir()
-        for split in ("train", "eval", "test"):
-            (tmp_path / name / f"{split}.json").write_text(
-                json.dumps([{"prompt": prompt, "answer": answer}], ensure_ascii=False), encoding="utf-8"
-            )
+    examples = trace_examples()
+    write_trace_folder(tmp_path, {name: [{"prompt": p, "answer": a}] for name, (p, a) in examples.items()})
     return tmp_path, examples
 
 
@@ -230,17 +217,17 @@ def test_trace_examples_first_paragraph_rule(trace_examples_folder):
     test = instances[instances["split"] == "test"].set_index("task")
     for name, (instruction, input_start) in EXPECTED_INSTRUCTIONS.items():
         assert test.loc[name, "instruction"] == instruction, name
-        assert test.loc[name, "input"].startswith(input_start), name
+        assert test.loc[name, "input"].lstrip("\n").startswith(input_start), name
         assert list(test.loc[name, "output"]) == [examples[name][1]]
     tool = test.loc["ToolBench"]
     assert tool["instruction"].startswith("system: You are AutoGPT") and tool["instruction"].endswith(
         "Thought:\nAction\nAction Input:"
     )
-    assert tool["input"].startswith("After the call, you will get the call result")
-    # instruction and input together keep every non-blank line of the prompt, in order
+    assert tool["input"].lstrip("\n").startswith("After the call, you will get the call result")
+    # the raw template gives TRACE's prompt back exactly, blank lines included (ScienceQA, ToolBench)
+    assert "\n\n" in examples["ScienceQA"][0]
     for name, (prompt, _) in examples.items():
-        rejoined = test.loc[name, "instruction"] + "\n" + test.loc[name, "input"]
-        assert re.sub(r"\n\s*\n", "\n", rejoined) == re.sub(r"\n\s*\n", "\n", prompt.strip("\n")), name
+        assert build_prompt(test.loc[name, "instruction"], test.loc[name, "input"], "raw") == prompt, name
 
 
 def test_trace_folder_fixture():
@@ -260,6 +247,7 @@ def test_trace_first_line_and_regex_rules():
     prompt = "Summarise the text.\nKeep it short.\nText:\nabc"
     assert split_instruction(prompt, "first_line") == ("Summarise the text.", "Keep it short.\nText:\nabc")
     assert split_instruction(prompt) == ("Summarise the text.\nKeep it short.", "Text:\nabc")
+    assert split_instruction("Do it.\n\nText:\nabc\n") == ("Do it.", "\nText:\nabc\n")  # lossless
     assert split_instruction(prompt, "regex", r"(?s)^(.*?)\nText:") == (
         "Summarise the text.\nKeep it short.",
         "Text:\nabc",
@@ -336,7 +324,9 @@ def test_missing_field(tmp_path):
     root = superni_copy(tmp_path)
     path = root / f"{SST2}.json"
     edit_json(path, lambda d: d["Instances"][3].pop("output"))
-    assert error_of(data(superni(root))) == f"{path}: record 3 (0-based index in Instances): field 'output': missing field"
+    assert (
+        error_of(data(superni(root))) == f"{path}: record 3 (0-based index in Instances): field 'output': missing field"
+    )
     edit_json(path, lambda d: d.pop("Definition"))
     assert error_of(data(superni(root))) == f"{path}: field 'Definition': missing field"
     trace = tmp_path / "trace" / "T"
@@ -425,4 +415,7 @@ def test_conflicting_sources():
 
 def test_a_task_without_test_examples():
     message = error_of(data(superni(), max_test_per_task=0))
-    assert message == "config: field 'data.max_test_per_task': task 'sentiment' has no test examples left after max_test_per_task 0"
+    assert (
+        message
+        == "config: field 'data.max_test_per_task': task 'sentiment' has no test examples left after max_test_per_task 0"
+    )

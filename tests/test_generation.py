@@ -5,14 +5,9 @@ from fixtures.eval.tiny_lm import EXAMPLES, TINY, instances_frame, train_memoriz
 
 from inscl.core.io import InputError
 from inscl.core.prompts import build_prompt, encode_prompt
-from inscl.evaluation.generate import (
-    GenerationSettings,
-    fit_to_context,
-    generate_ids,
-    generate_texts,
-    predict,
-    select_test_rows,
-)
+from inscl.evaluation.generate import GenerationSettings, HFBackend, generate_ids, generate_texts
+from inscl.evaluation.lengths import fit_to_context
+from inscl.evaluation.predict import predict, select_test_rows
 from inscl.evaluation.score import score_predictions
 from inscl.training.base_model import build_tiny_model, train_tokenizer
 from inscl.training.models import load_for_inference
@@ -46,12 +41,19 @@ PROMPTS = [build_prompt(ins, inp) for _, _, ins, inp, _ in EXAMPLES]
 
 
 @pytest.mark.timeout(120)
-def test_predict_reproduces_memorized_answers_and_stops_at_eos(memorizer):
+def test_predict_reproduces_memorized_answers_and_stops_at_eos(memorizer, tmp_path):
     model, tokenizer = memorizer
     evaluation = {"max_test_per_task": None, "max_new_tokens": 10, "batch_size": 3}
-    predictions = predict(instances_frame(), TASKS, model, tokenizer, evaluation, progress=False)
-    assert list(predictions.columns) == ["task", "instance_id", "prompt", "prediction", "references"]
+    backend = HFBackend(model, tokenizer, GenerationSettings.from_config(evaluation))
+    rows = select_test_rows(instances_frame(), TASKS, None)
+    out = tmp_path / "predictions.parquet"
+    predictions, generated = predict(rows, instances_frame(), backend, tokenizer, evaluation, out, progress=False)
+    assert generated == len(EXAMPLES)
+    assert list(predictions.columns[:5]) == ["task", "instance_id", "prompt", "prediction", "references"]
     assert predictions["prediction"].tolist() == [ans for *_, ans in EXAMPLES]
+    assert predictions["finish"].tolist() == ["eos"] * len(EXAMPLES)
+    assert predictions["max_new_tokens"].tolist() == [10] * len(EXAMPLES)
+    assert not out.with_suffix(".chunks").exists()  # the saved chunks go once the output is written
     assert predictions["prompt"].tolist() == PROMPTS
     assert predictions["references"].map(list).tolist() == [[ans] for *_, ans in EXAMPLES]
     scores = score_predictions(predictions, {"metrics": {"default": "exact_match"}})

@@ -11,7 +11,8 @@ from workflow import snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
-TARGET = "results/instructions/tags_raw.parquet"
+TARGETS = ["results/instructions/tags_raw.parquet", "results/instructions/embeddings.parquet"]
+TARGET = TARGETS[0]
 
 
 def write_config(workdir: Path, tasks: list[str], base_url: str) -> None:
@@ -37,7 +38,7 @@ def embedding_cache_keys(workdir: Path) -> list[str]:
 def test_tag_rule_with_openai_backend(openai_server, api_key, tmp_path):
     env = {"OPENAI_API_KEY": api_key}
     write_config(tmp_path, ["sentiment", "addition"], openai_server.base_url)
-    snakemake(tmp_path, TARGET, env=env)
+    snakemake(tmp_path, *TARGETS, env=env)
 
     tags = pd.read_parquet(tmp_path / TARGET)
     instances = pd.read_parquet(tmp_path / "results/data/instances.parquet")
@@ -51,7 +52,7 @@ def test_tag_rule_with_openai_backend(openai_server, api_key, tmp_path):
 
     # add one task: only its instructions are embedded and tagged
     write_config(tmp_path, ["sentiment", "addition", "topic"], openai_server.base_url)
-    snakemake(tmp_path, TARGET, env=env)
+    snakemake(tmp_path, *TARGETS, env=env)
     instances = pd.read_parquet(tmp_path / "results/data/instances.parquet")
     new_ids = set(instances["instruction_id"]) - first_ids
     assert new_ids and set(instances.loc[instances["instruction_id"].isin(new_ids), "task"]) == {"topic"}

@@ -154,6 +154,7 @@ def test_summary_rates_and_delta_by_hand():
         {
             "set": ["helpful"] * 4 + ["harmless"] * 2,
             "outcome": ["win", "win", "tie", "lose", "lose", None],
+            "cost_usd": [0.01, 0.01, 0.01, 0.01, 0.02, 0.02],
         }
     )
     summary = summarize_verdicts(verdicts).set_index("set")
@@ -161,6 +162,9 @@ def test_summary_rates_and_delta_by_hand():
     assert summary.loc["helpful", "win_rate"] == 50.0 and summary.loc["helpful", "delta"] == 25.0
     assert summary.loc["harmless", "n"] == 1 and summary.loc["harmless", "delta"] == -100.0
     assert summary.loc["all", "n"] == 5 and summary.loc["all", "delta"] == pytest.approx(100 * (2 - 2) / 5)
+    assert summary.loc["helpful", "cost_usd"] == pytest.approx(0.04) and summary.loc[
+        "all", "cost_usd"
+    ] == pytest.approx(0.08)
 
 
 def test_read_prompt_file_trace_format(tmp_path):

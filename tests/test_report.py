@@ -183,9 +183,8 @@ def tags_raw() -> pd.DataFrame:
 def rate_row(run: str, judged_set: str, win: int, tie: int, lose: int) -> dict:
     n = win + tie + lose
     rates = {f"{k}_rate": 100.0 * v / n for k, v in [("win", win), ("tie", tie), ("lose", lose)]}
-    return dict(
-        run=run, set=judged_set, n=n, win=win, tie=tie, lose=lose, **rates, delta=rates["win_rate"] - rates["lose_rate"]
-    )
+    delta = rates["win_rate"] - rates["lose_rate"]
+    return dict(run=run, set=judged_set, n=n, win=win, tie=tie, lose=lose, **rates, delta=delta, cost_usd=0.01 * n)
 
 
 def judge_rates() -> pd.DataFrame:

@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -6,8 +7,12 @@ import pytest
 
 from inscl.core.io import InputError
 from inscl.evaluation.score import (
+    METRIC_NAMES,
+    bleu,
     edit_similarity,
     exact_match,
+    example_scorer,
+    first_char_accuracy,
     metric_for_task,
     rouge_l,
     sari,
@@ -157,7 +162,8 @@ def test_metric_for_task_default_and_override():
 def test_score_predictions_per_task_metric():
     cfg = {"metrics": {"default": "rouge_l", "per_task": {"fomc": "exact_match", "code": "edit_similarity"}}}
     scores = score_predictions(predictions_frame(), cfg)
-    assert list(scores.columns) == ["task", "metric", "score", "n"]
+    assert list(scores.columns) == ["task", "metric", "primary", "score", "n"]
+    assert scores["primary"].all()
     by_task = scores.set_index("task")
     assert by_task.loc["fomc", "metric"] == "exact_match"
     assert by_task.loc["fomc", "score"] == pytest.approx(50.0)
@@ -192,3 +198,74 @@ def test_score_predictions_names_the_record_without_references():
 def test_score_predictions_names_a_missing_column():
     with pytest.raises(InputError, match="field 'prediction'"):
         score_predictions(predictions_frame().drop(columns="prediction"), {}, source="preds.parquet")
+
+
+# --- TRACE's secondary metrics (BeyonderXX/TRACE metrics.py, evaluations/eval_*.py) ----------------
+
+
+def test_bleu_by_hand_as_nltk_sentence_bleu_without_smoothing():
+    # 4 of 5 unigrams match, same length: BLEU-1 = 4/5
+    assert bleu("the cat sat on mats", ["the cat sat on mat"], 1) == pytest.approx(80.0)
+    # BLEU-4: p1 = 4/5, p2 = 3/4, p3 = 2/3, p4 = 1/2 -> (4/5 * 3/4 * 2/3 * 1/2) ** (1/4)
+    assert bleu("the cat sat on mats", ["the cat sat on mat"], 4) == pytest.approx(100 * 0.2**0.25)
+    # brevity penalty: 3 tokens against 6, all matching -> exp(1 - 6/3)
+    assert bleu("a b c", ["a b c d e f"], 1) == pytest.approx(100 * math.exp(-1))
+    # no 4-gram match -> 0, as nltk without smoothing
+    assert bleu("a b c x", ["a b c d"], 4) == 0.0
+    # clipped counts: "the the the" against "the cat" -> 1/3
+    assert bleu("the the the", ["the cat"], 1) == pytest.approx(100 / 3)
+    assert bleu("", ["a"], 1) == 0.0
+
+
+def test_bleu_tokens_split_at_whitespace_and_periods_as_trace():
+    # TRACE tokenizes with re.split(r"\s|\.") and drops empty tokens: "end." == "end"
+    assert bleu("It ends right here.", ["It ends right here"], 4) == pytest.approx(100.0)
+    # fewer than 4 tokens have no 4-gram: nltk's precision is 0/1 there, so BLEU-4 is 0
+    assert bleu("It ends here.", ["It ends here"], 4) == 0.0
+    assert bleu("a.b", ["a b"], 1) == pytest.approx(100.0)
+
+
+def test_first_char_accuracy_is_trace_scienceqa_accuracy():
+    assert first_char_accuracy("B\nBecause it floats.", ["B\nBecause wood floats."]) == 100.0
+    assert first_char_accuracy(" B", ["B\nx"]) == 100.0
+    assert first_char_accuracy("C\nBecause", ["B\nBecause"]) == 0.0
+    assert first_char_accuracy("", ["B"]) == 0.0
+
+
+def test_reasoning_metrics_score_the_text_after_the_answer_letter():
+    reasoning_bleu = example_scorer("reasoning_bleu_1")
+    assert reasoning_bleu("p", "A\nwood floats", ["B\nwood floats"]) == pytest.approx(100.0)
+    assert example_scorer("reasoning_rouge_l")("p", "A\nx y", ["A\nwood floats"]) == 0.0
+
+
+def test_secondary_metrics_are_rows_beside_the_primary_one():
+    frame = pd.DataFrame(
+        [
+            dict(task="sqa", instance_id="1", prompt="p", prediction="A\nwood floats", references=["A\nwood floats"]),
+            dict(task="sqa", instance_id="2", prompt="p", prediction="B\nstone sinks", references=["A\nwood floats"]),
+        ]
+    )
+    cfg = {
+        "metrics": {
+            "default": "first_char_accuracy",
+            "secondary": {"sqa": ["reasoning_bleu_1", "reasoning_bleu_4", "reasoning_rouge_l", "first_char_accuracy"]},
+        }
+    }
+    scores = score_predictions(frame, cfg)
+    assert scores["metric"].tolist() == [
+        "first_char_accuracy",
+        "reasoning_bleu_1",
+        "reasoning_bleu_4",
+        "reasoning_rouge_l",
+    ]
+    assert scores["primary"].tolist() == [True, False, False, False]
+    assert scores["score"].tolist() == pytest.approx([50.0, 50.0, 0.0, 50.0])  # 2 tokens have no 4-gram
+
+
+def test_every_metric_name_has_a_scorer_and_a_schema_entry():
+    from inscl.core.config import load_schema
+
+    schema = load_schema()["definitions"]["task_metric"]["enum"]
+    assert sorted(schema) == sorted(METRIC_NAMES)
+    for name in METRIC_NAMES:
+        assert 0.0 <= example_scorer(name)("a b", "a b", ["a b"]) <= 100.0

@@ -15,13 +15,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from openai_server import OpenAIServer
+from trace_examples import trace_examples
 
 from inscl.core import artifacts
 from inscl.core.config import ConfigError
 from inscl.core.hashing import content_hash
 from inscl.core.io import STALE_TEMP_S, InputError
 from inscl.core.llm import InvalidAnswer, response_cache_path
+from inscl.data.trace import split_instruction
 from inscl.instructions import embed as embedding
+from inscl.instructions.insinfo import insinfo_scores
 from inscl.instructions.tag import (
     OFFLINE_VERSION,
     build_messages,
@@ -159,6 +162,58 @@ def test_offline_backend_tags_real_instructions_deterministically_and_cached(tmp
     again = tag_instructions(instructions, TAGGING, EMBEDDING, tmp_path)
     assert again == rows
     assert embedding.cache_stats()["encoded_texts"] == 0
+
+
+def c_stance_instruction() -> str:
+    """The instruction of TRACE's real C-STANCE prompt (dataset_examples.txt), as ingestion splits it."""
+    prompt, _ = trace_examples()["C-STANCE"]
+    return split_instruction(prompt)[0]
+
+
+# written for these tests: TRACE's prompts are Chinese or English, SuperNI's instructions English
+JAPANESE = "次の文章を読んで、その感情を「肯定的」か「否定的」に分類してください。"
+GERMAN = "Übersetzen Sie den folgenden Satz ins Französische und geben Sie nur die Übersetzung aus."
+FRENCH = "Classez le sentiment de l'avis suivant comme positif ou négatif."
+
+
+def test_keyphrase_candidates_of_chinese_japanese_german_and_french_instructions():
+    assert c_stance_instruction() == "判断以下文本对指定对象的态度。输出支持、反对或中立。"
+    # stop words (以下, 的, 输出, 或) and the preposition 对 cut the Han runs into words
+    assert keyphrase_candidates(c_stance_instruction(), 3) == [
+        "判断",
+        "文本",
+        "指定对象",
+        "态度",
+        "支持",
+        "反对",
+        "中立",
+    ]
+    # hiragana (の, を, ...) separates Japanese words; 的 is cut off
+    assert keyphrase_candidates(JAPANESE, 3) == ["文章", "感情", "肯定", "否定", "分類"]
+    assert keyphrase_candidates("テキストのカテゴリを分類してください。", 2) == ["テキスト", "カテゴリ", "分類"]
+    # letters outside ASCII stay in their words; the language's own stop words apply
+    assert keyphrase_candidates(GERMAN, 3) == ["übersetzen", "satz", "französische", "geben", "übersetzung"]
+    assert keyphrase_candidates(FRENCH, 3) == ["classez", "sentiment", "avis", "positif", "négatif"]
+    # German and French stop words are not applied to English text
+    assert keyphrase_candidates("Roll a die and add plus one to the hat size.", 1) == [
+        "roll", "die", "add", "plus", "hat", "size"
+    ]  # fmt: skip
+    # a long Han run without a stop word or preposition falls back to character bigrams
+    assert keyphrase_candidates("自然语言处理", 1) == ["自然", "然语", "语言", "言处", "处理"]
+
+
+def test_offline_backend_tags_non_english_instructions(tmp_path, caplog):
+    texts = [c_stance_instruction(), JAPANESE, GERMAN, FRENCH, "!!! ？？？"]
+    with caplog.at_level("WARNING", logger="inscl.instructions.tag"):
+        rows = tag_instructions(frame(texts), TAGGING, EMBEDDING, tmp_path)
+    for row, text in zip(rows[:-1], texts):
+        assert row["status"] == "ok" and 1 <= len(row["tags"]) <= 4, text
+        assert all(tag["tag"] in text.lower() for tag in row["tags"]), row["tags"]
+    assert {t["tag"] for t in rows[0]["tags"]} <= {"判断", "文本", "指定对象", "态度", "支持", "反对", "中立"}
+    assert rows[-1]["status"] == "failed"
+    assert "1 instructions have no content words, so no tags and InsInfo 0: '!!! ？？？'" in caplog.text
+    raw_tags = pd.Series([[t["tag"] for t in row["tags"]] for row in rows], index=[r["instruction_id"] for r in rows])
+    assert insinfo_scores(raw_tags)["insinfo"].iloc[0] > 0  # the C-STANCE instruction now informs replay
 
 
 # ---- file backend -------------------------------------------------------------------------------

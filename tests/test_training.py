@@ -9,12 +9,20 @@ from training_support import MODEL, build_tiny_base, superni_instances, training
 from inscl.core import artifacts
 from inscl.core.io import InputError
 from inscl.core.prompts import build_prompt, encode_prompt
-from inscl.training import distributed
-from inscl.training.batching import collate_packed, collate_padded, pack_rows, plan_training, rank_share
-from inscl.training.examples import IGNORE_INDEX, Example, assemble, encode_examples, load_training_rows
+from inscl.training import attention, distributed
+from inscl.training.batching import (
+    collate_packed,
+    collate_padded,
+    example_stream,
+    pack,
+    plan_training,
+    rank_share,
+    step_count,
+)
+from inscl.training.examples import IGNORE_INDEX, Example, Lengths, assemble, encode_examples, load_training_rows
 from inscl.training.loss import AnswerLoss
-from inscl.training.models import autocast_dtype, count_parameters, load_causal_lm, load_tokenizer, load_trainable
-from inscl.training.optimizer import learning_rate_at
+from inscl.training.models import count_parameters, load_causal_lm, load_tokenizer, load_trainable
+from inscl.training.optimizer import build_optimizer, learning_rate_at
 from inscl.training.train import TrainJob, replay_file, train
 
 
@@ -29,6 +37,12 @@ def tokenizer(workspace):
     return load_tokenizer(workspace["base"], MODEL)
 
 
+@pytest.fixture(scope="module")
+def superni_examples(tokenizer):
+    rows = superni_instances().assign(answer=lambda d: d["output"].str[0])
+    return encode_examples(tokenizer, rows, "alpaca", Lengths(256))
+
+
 @pytest.fixture
 def single_thread():
     threads = torch.get_num_threads()
@@ -40,14 +54,7 @@ def single_thread():
 def make_job(workspace, name, tasks, previous=None, **settings) -> TrainJob:
     run = workspace["folder"] / name
     training = training_settings(
-        **{
-            "mode": "full",
-            "epochs": 3,
-            "learning_rate": 3e-3,
-            "batch_tokens": 512,
-            "checkpoint_every": 1000,
-            **settings,
-        }
+        **{"mode": "full", "epochs": 3, "learning_rate": 3e-3, "batch_size": 4, "checkpoint_every": 1000, **settings}
     )
     return TrainJob(
         instances=str(workspace["instances"]),
@@ -65,12 +72,19 @@ def make_job(workspace, name, tasks, previous=None, **settings) -> TrainJob:
     )
 
 
-# ------------------------------------------------------------------ answer-only labels
+def safetensors_dtypes(path) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return {f.get_slice(key).get_dtype() for key in f.keys()}
 
 
-def encode_example(tokenizer, instruction, input, answer, template="plain"):
+# ------------------------------------------------------------------ answer-only labels and lengths
+
+
+def encode_example(tokenizer, instruction, input, answer, template="alpaca", lengths=Lengths(512)):
     rows = pd.DataFrame({"instruction": [instruction], "input": [input], "answer": [answer]})
-    return encode_examples(tokenizer, rows, template, 512)[0]
+    return encode_examples(tokenizer, rows, template, lengths)[0]
 
 
 def test_loss_is_only_on_the_answer_and_eos(tokenizer):
@@ -85,133 +99,175 @@ def test_loss_is_only_on_the_answer_and_eos(tokenizer):
     assert tokenizer.decode(example.labels[n_prompt:-1]) == row["output"][0]
 
 
-def test_chat_template_examples_start_with_one_bos(tokenizer):
-    example = encode_example(tokenizer, "Add.", "1 2", "3", template="chat")
+@pytest.mark.parametrize("template", ["raw", "inscl", "chat"])
+def test_every_template_starts_with_one_bos_and_ends_with_the_answer(tokenizer, template):
+    example = encode_example(tokenizer, "Add.", "1 2", "3", template=template)
     assert example.input_ids.count(tokenizer.bos_token_id) == 1 and example.input_ids[0] == tokenizer.bos_token_id
     assert tokenizer.decode([t for t in example.labels if t != IGNORE_INDEX]) == "3</s>"
 
 
 def test_long_prompts_lose_their_left_side_but_keep_bos_and_the_answer():
-    example = assemble(list(range(1, 101)), [500, 501], eos_id=2, max_length=10, bos_id=1)
-    assert len(example) == 10
+    example = assemble(list(range(1, 101)), [500, 501], eos_id=2, lengths=Lengths(10), bos_id=1)
     assert example.input_ids == [1, 95, 96, 97, 98, 99, 100, 500, 501, 2]
     assert example.labels == [IGNORE_INDEX] * 7 + [500, 501, 2]
-    answer_too_long = assemble([1, 5, 6], list(range(100, 120)), eos_id=2, max_length=8, bos_id=1)
+    answer_too_long = assemble([1, 5, 6], list(range(100, 120)), eos_id=2, lengths=Lengths(8), bos_id=1)
     assert answer_too_long.input_ids == [6] + list(range(100, 107)) and answer_too_long.labels[0] == IGNORE_INDEX
 
 
-# ------------------------------------------------------------------ packing
+def test_prompt_and_answer_limits_apply_before_the_total():
+    # TRACE keeps the right end of the prompt (left truncation) and the start of the answer.
+    example = assemble(list(range(1, 51)), list(range(100, 110)), eos_id=2, lengths=Lengths(100, 5, 4), bos_id=1)
+    assert example.input_ids == [1, 47, 48, 49, 50, 100, 101, 102, 2]
+    assert example.targets == 4
 
 
-def test_pack_rows_places_every_example_once_within_the_row_length():
+# ------------------------------------------------------------------ packing and attention
+
+
+def test_pack_places_every_example_once_within_the_capacity():
     lengths = np.random.default_rng(0).integers(5, 120, size=500)
-    rows = pack_rows(lengths, 128)
-    placed = sorted(i for row in rows for i in row)
-    assert placed == list(range(500))
-    assert all(lengths[row].sum() <= 128 for row in rows)
-    assert len(rows) <= math.ceil(lengths.sum() / 128) * 1.1  # near the lower bound
+    groups = pack(lengths, 128)
+    assert sorted(i for group in groups for i in group) == list(range(500))
+    assert all(lengths[group].sum() <= 128 for group in groups)
+    assert len(groups) <= math.ceil(lengths.sum() / 128) * 1.1  # near the lower bound
+    assert pack([300, 10], 128) == [[0], [1]]  # too long for the cap: a group of its own
 
 
-def test_packed_examples_do_not_attend_to_each_other(workspace, tokenizer):
-    model = load_causal_lm(workspace["base"], MODEL).eval()
-    rows = superni_instances().rename(columns={"output": "answer"}).assign(answer=lambda d: d["answer"].str[0])
-    examples = encode_examples(tokenizer, rows.iloc[[0, 30, 31, 40]], "plain", 256)
-    batch = collate_packed([[0, 1, 2], [3]], examples, tokenizer.pad_token_id)
-    assert batch["attention_mask"] is None
+def packed_versus_alone(workspace, examples, backend: str, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Answer loss of the examples packed in one row (as training packs them for `backend`), and
+    summed over each example run alone through plain SDPA."""
+    packed_model = load_causal_lm(workspace["base"], MODEL, attention=attention.implementation(backend, packed=True))
+    alone_model = load_causal_lm(workspace["base"], MODEL, attention="sdpa")
+    batch = collate_packed(list(range(len(examples))), examples, pad_id, attention.slack(backend))
+    extra = attention.forward_kwargs(backend, batch, "cpu")
     with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-        offset = 0
-        for index in (0, 1, 2):
-            alone = model(input_ids=torch.tensor([examples[index].input_ids])).logits[0]
-            n = len(examples[index])
-            assert torch.allclose(packed[0, offset : offset + n], alone, atol=1e-4)
-            offset += n
-        alone = model(input_ids=torch.tensor([examples[3].input_ids])).logits[0]
-        assert torch.allclose(packed[1, : len(examples[3])], alone, atol=1e-4)
-        # Without the restarting positions the later examples would see the earlier ones.
-        leaky = model(input_ids=batch["input_ids"][:1], use_cache=False).logits
-        n0 = len(examples[0])
-        assert not torch.allclose(
-            leaky[0, n0 : n0 + len(examples[1])], packed[0, n0 : n0 + len(examples[1])], atol=1e-3
+        packed = AnswerLoss(packed_model.eval())(batch["input_ids"], batch["labels"], batch["position_ids"], **extra)
+        alone = sum(
+            AnswerLoss(alone_model.eval())(**collate_padded([i], examples, pad_id)) for i in range(len(examples))
         )
+    return packed, alone
 
 
-def test_packed_and_padded_batches_give_the_same_loss(workspace, tokenizer):
-    model = load_causal_lm(workspace["base"], MODEL).eval()
-    rows = superni_instances().rename(columns={"output": "answer"}).assign(answer=lambda d: d["answer"].str[0])
-    examples = encode_examples(tokenizer, rows.iloc[::12], "plain", 256)
-    loss = AnswerLoss(model)
-    indices = list(range(len(examples)))
+def test_packed_examples_do_not_attend_to_each_other_with_sdpa(workspace, superni_examples, tokenizer):
+    examples = [superni_examples[i] for i in (0, 30, 31, 40, 41, 42)]
+    batch = collate_packed(list(range(6)), examples, tokenizer.pad_token_id, attention.slack("sdpa"))
+    assert len(batch["buckets"]) < 6 and batch["input_ids"].shape[1] > sum(map(len, examples))  # padded slots
+    packed, alone = packed_versus_alone(workspace, examples, "sdpa", tokenizer.pad_token_id)
+    assert torch.allclose(packed, alone, rtol=1e-5)
+    # The same row without the example boundaries attends across them.
+    plain = AnswerLoss(load_causal_lm(workspace["base"], MODEL, attention="sdpa").eval())
     with torch.no_grad():
-        packed = sum(
-            loss(**collate_packed([row], examples, tokenizer.pad_token_id))
-            for row in pack_rows([len(e) for e in examples], 256)
-        )
-        padded = loss(**collate_padded(indices, examples, tokenizer.pad_token_id))
-        one_by_one = sum(loss(**collate_padded([i], examples, tokenizer.pad_token_id)) for i in indices)
-    assert torch.allclose(packed, padded, rtol=1e-4) and torch.allclose(padded, one_by_one, rtol=1e-4)
+        leaky = plain(batch["input_ids"], batch["labels"], torch.arange(batch["input_ids"].shape[1])[None])
+    assert (leaky - alone).abs() > 100 * (packed - alone).abs()
 
 
-def test_plan_is_deterministic_and_covers_each_epoch():
-    examples = [Example([1] * n, [IGNORE_INDEX] * (n - 1) + [2]) for n in np.random.default_rng(1).integers(4, 60, 200)]
-    settings = {"batch_tokens": 256, "packing": True, "grad_accum": 2}
-    plan = plan_training(examples, settings, 2, seed=3)
-    assert plan.micro_batches == plan_training(examples, settings, 2, seed=3).micro_batches
-    assert plan.micro_batches != plan_training(examples, settings, 2, seed=4).micro_batches
-    first_epoch = [i for m in range(plan.batches_per_epoch) for i in plan.example_indices(m)]
-    assert sorted(first_epoch) == list(range(200))
-    assert len(plan.micro_batches) == 2 * plan.batches_per_epoch
-    assert all(len(step) <= 2 for step in plan.steps) and sum(plan.step_targets) == 2 * 200
-    half = plan_training(examples, settings, 0.5, seed=3)
-    assert len(half.micro_batches) == round(0.5 * plan.batches_per_epoch)
-    padded = plan_training(examples, {**settings, "packing": False}, 1, seed=3)
-    assert sorted(i for m in range(padded.batches_per_epoch) for i in padded.example_indices(m)) == list(range(200))
+@pytest.mark.timeout(300)
+def test_packed_examples_do_not_attend_to_each_other_with_flex_attention(workspace, superni_examples, tokenizer):
+    attention.check_backend("flex_attention", torch.device("cpu"))  # available in this torch, compiled on first use
+    examples = [superni_examples[i] for i in (0, 30, 31)]
+    packed, alone = packed_versus_alone(workspace, examples, "flex_attention", tokenizer.pad_token_id)
+    assert torch.allclose(packed, alone, rtol=1e-5)
 
 
-def test_each_rank_runs_the_same_number_of_passes():
-    step = range(10, 15)
-    shares = [rank_share(step, distributed.Ranks(rank=r, world_size=2)) for r in range(2)]
-    assert [m for m, w in shares[0]] == [10, 12, 14] and [m for m, w in shares[1] if w] == [11, 13]
-    assert len(shares[1]) == 3 and shares[1][-1][1] == 0.0
+def test_packed_rows_of_the_varlen_kernels_are_padding_free(superni_examples, tokenizer):
+    batch = collate_packed([0, 30, 31], superni_examples, tokenizer.pad_token_id, attention.slack("flash_attention_2"))
+    sizes = sorted((len(superni_examples[i]) for i in (0, 30, 31)), reverse=True)
+    assert batch["cu_seq_lens"].tolist() == [0, sizes[0], sizes[0] + sizes[1], sum(sizes)]
+    assert batch["input_ids"].shape == (1, sum(sizes)) and batch["max_length"] == sizes[0]
 
 
-# ------------------------------------------------------------------ settings
+def test_a_missing_attention_backend_is_a_one_line_error():
+    with pytest.raises(InputError) as error:
+        attention.check_backend("flash_attention_2", torch.device("cpu"))
+    message = str(error.value)
+    assert "training.attention" in message and "flash" in message and "\n" not in message
 
 
-def test_learning_rate_schedules():
-    assert [learning_rate_at(s, 10, 1.0, "constant", 0.0) for s in (0, 9)] == [1.0, 1.0]
-    assert [learning_rate_at(s, 10, 1.0, "constant", 0.2) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]
-    cosine = [learning_rate_at(s, 10, 1.0, "cosine", 0.0) for s in range(10)]
-    assert cosine[0] == 1.0 and all(a > b for a, b in zip(cosine, cosine[1:])) and cosine[-1] < 0.05
+# ------------------------------------------------------------------ the step plan
 
 
-def test_autocast_only_where_asked_or_supported():
-    cpu = torch.device("cpu")
-    assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None
-    assert autocast_dtype("bf16", cpu) == torch.bfloat16
+def toy_examples(n: int, seed: int = 1) -> list[Example]:
+    lengths = np.random.default_rng(seed).integers(4, 60, n)
+    return [Example([1] * int(k), [IGNORE_INDEX] * (int(k) - 2) + [2, 2]) for k in lengths]
 
 
-def test_more_than_one_gpu_without_cuda_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="no CUDA device"):
-        distributed.process_count(2, visible_gpus=0)
-    assert distributed.process_count(1, visible_gpus=0) == 1
-    assert distributed.process_count(4, visible_gpus=8) == 4
-    assert distributed.process_count(4, visible_gpus=2) == 2
+def test_a_partial_last_batch_joins_or_makes_a_step_by_its_size():
+    assert step_count(100, 10) == 10
+    assert step_count(104, 10) == 10  # 4 < 5: joins the last step
+    assert step_count(105, 10) == 11  # 5 >= 5: a step of its own
+    assert step_count(3, 10) == 1
+    plan = plan_training(toy_examples(104), 10, 1, seed=0)
+    assert [len(s) for s in plan.steps] == [10] * 9 + [14]
 
 
-def test_launch_command_for_four_gpus():
-    command = distributed.launch_command("spec.json", 4, python="python")
-    assert command == [
-        "python",
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=4",
-        "-m",
-        "inscl.training.train",
-        "--spec",
-        "spec.json",
+def test_plan_is_deterministic_and_each_epoch_sees_every_example_once():
+    examples = toy_examples(200)
+    plan = plan_training(examples, 32, 2, seed=3)
+    again = plan_training(examples, 32, 2, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(plan.steps, again.steps))
+    assert not np.array_equal(plan.steps[0], plan_training(examples, 32, 2, seed=4).steps[0])
+    stream = np.concatenate(plan.steps)
+    assert sorted(stream[:200]) == list(range(200)) and sorted(stream[200:]) == list(range(200))
+    assert not np.array_equal(stream[:200], stream[200:])  # a fresh order per epoch
+    assert plan.epoch_after(len(plan.steps) - 1) == 2.0 and sum(plan.targets) == 2 * 2 * 200
+    assert len(example_stream(200, 0.5, seed=3)) == 100
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 8])
+@pytest.mark.parametrize("cap", [64, 256, 100000])
+def test_a_step_holds_the_same_examples_whatever_the_gpus_and_token_cap(world_size, cap):
+    examples = toy_examples(300)
+    lengths = np.array([len(e) for e in examples])
+    plan = plan_training(examples, 50, 1, seed=0)
+    for step in plan.steps:
+        shares = [rank_share(step, lengths, distributed.Ranks(r, world_size), cap) for r in range(world_size)]
+        assert len({len(share) for share in shares}) == 1  # the same number of passes on every rank
+        real = [i for share in shares for batch, weight in share if weight for i in batch]
+        assert sorted(real) == sorted(step.tolist())
+        assert all(lengths[batch].sum() <= max(cap, lengths.max()) for share in shares for batch, _ in share)
+
+
+def test_ranks_get_balanced_token_shares():
+    examples = toy_examples(256)
+    lengths = np.array([len(e) for e in examples])
+    step = plan_training(examples, 256, 1, seed=0).steps[0]
+    tokens = [
+        sum(lengths[b].sum() for b, w in rank_share(step, lengths, distributed.Ranks(r, 8), 10**6) if w)
+        for r in range(8)
     ]
+    assert max(tokens) - min(tokens) <= lengths.max()
+
+
+# ------------------------------------------------------------------ optimizer and schedule
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
+@pytest.mark.parametrize("warmup_ratio", [0.0, 0.03, 0.2])
+def test_schedules_match_transformers(schedule, warmup_ratio):
+    from transformers import get_scheduler
+
+    total = 97
+    warmup = math.ceil(warmup_ratio * total)  # transformers TrainingArguments.get_warmup_steps
+    name = "constant_with_warmup" if schedule == "constant" else schedule
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=2e-5)
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    expected = []
+    for _ in range(total):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    ours = [learning_rate_at(step, total, 2e-5, schedule, warmup_ratio) for step in range(total)]
+    assert ours == pytest.approx(expected, rel=1e-12, abs=1e-18)
+
+
+def test_optimizer_name_betas_and_eps_come_from_the_settings():
+    module = torch.nn.Linear(4, 4)
+    trace = build_optimizer(module, training_settings(optimizer={"name": "adam", "betas": [0.9, 0.95], "eps": 1e-8}))
+    assert type(trace) is torch.optim.Adam and trace.defaults["betas"] == (0.9, 0.95)
+    default = build_optimizer(module, training_settings(weight_decay=0.1))
+    assert type(default) is torch.optim.AdamW and default.defaults["betas"] == (0.9, 0.999)
+    assert [g["weight_decay"] for g in default.param_groups] == [0.1, 0.0]  # no decay on the bias
 
 
 # ------------------------------------------------------------------ data
@@ -244,8 +300,8 @@ def test_bad_training_rows_name_file_record_and_field(workspace, tmp_path):
 
 def test_lora_trains_far_fewer_parameters_than_full(workspace):
     settings = training_settings(mode="lora")
-    lora = load_trainable(str(workspace["base"]), str(workspace["base"]), MODEL, settings)
-    full = load_trainable(str(workspace["base"]), str(workspace["base"]), MODEL, training_settings(mode="full"))
+    lora = load_trainable(str(workspace["base"]), str(workspace["base"]), MODEL, settings, "cpu")
+    full = load_trainable(str(workspace["base"]), str(workspace["base"]), MODEL, training_settings(mode="full"), "cpu")
     config = full.config
     trainable_full, total_full = count_parameters(full)
     trainable_lora, total_lora = count_parameters(lora)
@@ -258,22 +314,22 @@ def test_lora_trains_far_fewer_parameters_than_full(workspace):
 
 
 @pytest.mark.timeout(300)
-def test_full_fine_tuning_lowers_the_loss_and_is_deterministic(workspace, single_thread):
+def test_full_fine_tuning_lowers_the_loss_is_deterministic_and_saves_bf16(workspace, single_thread):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    job = make_job(workspace, "full", ["copy", "sst2"])
+    job = make_job(workspace, "full", ["copy", "sst2"], epochs=6, save_dtype="bf16")
     summary = train(job)
     log = pd.read_parquet(job.output_log)
-    assert (
-        list(log.columns) == artifacts.columns("train_log")
-        and len(log) == summary["total_steps"] == summary["steps_run"]
-    )
+    assert list(log.columns) == artifacts.columns("train_log")
+    assert len(log) == summary["total_steps"] == summary["steps_run"] == step_count(6 * 35, 4)
     assert log["loss"].iloc[-3:].mean() < 0.7 * log["loss"].iloc[:3].mean()
-    assert log["epoch"].iloc[-1] == pytest.approx(3.0) and (log["tokens_per_s"] > 0).all()
-    assert AutoModelForCausalLM.from_pretrained(job.output_model).config.model_type == "llama"
+    assert log["epoch"].iloc[-1] == pytest.approx(6.0) and (log["tokens_per_s"] > 0).all()
+    assert safetensors_dtypes(f"{job.output_model}/model.safetensors") == {"BF16"}
+    reloaded = AutoModelForCausalLM.from_pretrained(job.output_model, dtype="auto")
+    assert reloaded.config.model_type == "llama" and reloaded.dtype == torch.bfloat16
     assert not (workspace["folder"] / "full" / "checkpoints").exists()
-    again = make_job(workspace, "full_again", ["copy", "sst2"])
+    again = make_job(workspace, "full_again", ["copy", "sst2"], epochs=6, save_dtype="bf16")
     train(again)
     first, second = (
         load_file(f"{job.output_model}/model.safetensors"),
@@ -283,20 +339,42 @@ def test_full_fine_tuning_lowers_the_loss_and_is_deterministic(workspace, single
 
 
 @pytest.mark.timeout(300)
-def test_lora_adapter_is_carried_through_stages(workspace, single_thread):
+def test_the_token_cap_and_layout_do_not_change_the_result(workspace, single_thread):
+    from safetensors.torch import load_file
+
+    jobs = [
+        make_job(workspace, "cap_large", ["arithmetic"], epochs=1),
+        make_job(workspace, "cap_small", ["arithmetic"], epochs=1, micro_batch_tokens=64),
+        make_job(workspace, "padded", ["arithmetic"], epochs=1, packing=False),
+    ]
+    weights = []
+    for job in jobs:
+        train(job)
+        weights.append(load_file(f"{job.output_model}/model.safetensors"))
+        assert safetensors_dtypes(f"{job.output_model}/model.safetensors") == {"F32"}  # auto: the base's dtype
+    for other in weights[1:]:
+        assert all(torch.allclose(weights[0][k], other[k], atol=1e-5) for k in weights[0])
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # other sums, same result
+
+
+@pytest.mark.timeout(300)
+def test_lora_stages_store_the_adapter_only_in_the_save_dtype(workspace, single_thread):
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    stage1 = make_job(workspace, "lora1", ["copy"], mode="lora", epochs=1)
+    stage1 = make_job(workspace, "lora1", ["copy"], mode="lora", epochs=1, save_dtype="bf16")
     train(stage1)
     stage2 = make_job(workspace, "lora2", ["sst2"], previous=stage1.output_model, mode="lora", epochs=1)
     train(stage2)
     for job in (stage1, stage2):
-        assert (workspace["folder"] / job.label / "model" / "adapter_config.json").exists()
+        files = {p.name for p in (workspace["folder"] / job.label / "model").iterdir()}
+        assert "adapter_model.safetensors" in files and "model.safetensors" not in files
+    assert safetensors_dtypes(f"{stage1.output_model}/adapter_model.safetensors") == {"BF16"}
+    assert safetensors_dtypes(f"{stage2.output_model}/adapter_model.safetensors") == {"F32"}
     first = load_file(f"{stage1.output_model}/adapter_model.safetensors")
     second = load_file(f"{stage2.output_model}/adapter_model.safetensors")
-    assert first.keys() == second.keys() and any(not torch.equal(first[k], second[k]) for k in first)
+    assert first.keys() == second.keys() and any(not torch.equal(first[k].float(), second[k]) for k in first)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(workspace["base"]), stage2.output_model)
     assert count_parameters(model)[1] > 0
     merged = make_job(
@@ -311,3 +389,34 @@ def test_lora_adapter_is_carried_through_stages(workspace, single_thread):
     train(merged)
     assert (workspace["folder"] / "lora_merged" / "model" / "model.safetensors").exists()
     assert not (workspace["folder"] / "lora_merged" / "model" / "adapter_config.json").exists()
+
+
+def optimizer_steps(folder) -> set[float]:
+    """The Adam step counts in a carried optimizer state (a DCP folder)."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    dcp_to_torch_save(folder, folder.parent / "optimizer.pt")
+    state = torch.load(folder.parent / "optimizer.pt", weights_only=False)["optimizer"]["state"]
+    return {float(entry["step"]) for entry in state.values()}
+
+
+@pytest.mark.timeout(300)
+def test_carried_optimizer_state_continues_from_the_previous_stage(workspace, single_thread):
+    from safetensors.torch import load_file
+
+    carry = {"optimizer": {"name": "adam", "betas": [0.9, 0.95], "eps": 1e-8, "state": "carry"}}
+    stage1 = make_job(workspace, "carry1", ["copy"], epochs=1, **carry)
+    stage1.output_optimizer = str(workspace["folder"] / "carry1" / "optimizer")
+    steps1 = train(stage1)["total_steps"]
+    assert optimizer_steps(workspace["folder"] / "carry1" / "optimizer") == {steps1}
+
+    stage2 = make_job(workspace, "carry2", ["sst2"], previous=stage1.output_model, epochs=1, **carry)
+    stage2.previous_optimizer = stage1.output_optimizer
+    stage2.output_optimizer = str(workspace["folder"] / "carry2" / "optimizer")
+    steps2 = train(stage2)["total_steps"]
+    assert optimizer_steps(workspace["folder"] / "carry2" / "optimizer") == {steps1 + steps2}
+
+    fresh = make_job(workspace, "fresh2", ["sst2"], previous=stage1.output_model, epochs=1, **carry)
+    train(fresh)
+    carried, reset = (load_file(f"{job.output_model}/model.safetensors") for job in (stage2, fresh))
+    assert any(not torch.equal(carried[k], reset[k]) for k in carried)

@@ -38,7 +38,15 @@ def make_job(workspace, name, **settings) -> TrainJob:
     run = workspace["folder"] / name
     # Small batches make many steps; LoRA dropout makes the RNG state matter on resume.
     training = training_settings(
-        **{"mode": "lora", "epochs": 4, "learning_rate": 3e-3, "batch_tokens": 64, "checkpoint_every": 4, **settings}
+        **{
+            "mode": "lora",
+            "epochs": 4,
+            "learning_rate": 3e-3,
+            "batch_size": 2,
+            "micro_batch_tokens": 256,
+            "checkpoint_every": 4,
+            **settings,
+        }
     )
     return TrainJob(
         instances=str(workspace["instances"]),
@@ -98,15 +106,26 @@ def uninterrupted(workspace):
     torch.set_num_threads(THREADS)
     summary = train(job)
     torch.set_num_threads(threads)
-    assert summary["steps_run"] == summary["total_steps"] >= 40
+    assert summary["steps_run"] == summary["total_steps"] >= 30
     return job, summary
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_killed_job_resumes_and_matches_an_uninterrupted_run(workspace, uninterrupted, sig):
+@pytest.mark.parametrize(
+    "sig, cadence",
+    [
+        (signal.SIGTERM, {}),
+        (signal.SIGKILL, {}),
+        (signal.SIGKILL, {"checkpoint_every": 1000, "checkpoint_every_minutes": 1e-6}),
+    ],
+    ids=["SIGTERM", "SIGKILL", "SIGKILL-minutes"],
+)
+def test_killed_job_resumes_and_matches_an_uninterrupted_run(workspace, uninterrupted, sig, cadence):
+    """A job killed after a checkpoint (every 4 steps, or every N minutes) ends as if never killed;
+    the cadence is a runtime setting, so it may differ between the runs."""
     reference, reference_summary = uninterrupted
-    job = make_job(workspace, f"killed_{sig.name}")
+    name = f"killed_{sig.name}_{len(cadence)}"
+    job = make_job(workspace, name, **cadence)
     status = start_and_kill(job, sig, after_step=reference_summary["total_steps"] // 3)
     if sig == signal.SIGTERM:
         assert status == 143  # saved a checkpoint, then exited non-zero
@@ -115,8 +134,9 @@ def test_killed_job_resumes_and_matches_an_uninterrupted_run(workspace, uninterr
     checkpoint = latest_checkpoint(job.checkpoints)
     step = json.loads((checkpoint / "state.json").read_text())["step"]
     assert 0 < step < reference_summary["total_steps"]
-    shutil.copytree(job.checkpoints, workspace["folder"] / f"changed_{sig.name}" / "checkpoints")
+    shutil.copytree(job.checkpoints, workspace["folder"] / f"changed_{name}" / "checkpoints")
 
+    job.training.update(checkpoint_every=4, checkpoint_every_minutes=30)
     summary = train(job)
     assert summary["start_step"] == step
     assert summary["steps_run"] == reference_summary["total_steps"] - step < reference_summary["total_steps"]
@@ -129,7 +149,7 @@ def test_killed_job_resumes_and_matches_an_uninterrupted_run(workspace, uninterr
     assert not Path(job.checkpoints).exists()
 
     # The same checkpoint is not resumed once a setting that shapes training has changed.
-    changed = make_job(workspace, f"changed_{sig.name}", epochs=1)
+    changed = make_job(workspace, f"changed_{name}", epochs=1)
     assert latest_checkpoint(changed.checkpoints) is not None
     summary = train(changed)
     assert summary["start_step"] == 0 and summary["steps_run"] == summary["total_steps"]

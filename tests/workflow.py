@@ -22,7 +22,9 @@ def snakemake(
     check: bool = True,
     timeout: int = 1200,
 ) -> subprocess.CompletedProcess:
-    """`snakemake --cores 2 <args>` in `workdir` on `workdir/config.yaml` (the repo's Snakefile by default)."""
+    """`snakemake --cores 2 <args>` in `workdir` on `workdir/config.yaml` (the repo's Snakefile by
+    default). With another Snakefile, its jobs import the package next to it, not the repo's."""
+    package = {"PYTHONPATH": str(Path(snakefile).parent / "src")} if snakefile else {}
     command = [
         sys.executable,
         "-m",
@@ -43,7 +45,7 @@ def snakemake(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **package, **(env or {})},
     )
     if check:
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]

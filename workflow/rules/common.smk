@@ -6,6 +6,7 @@ from pathlib import Path
 from inscl.core import artifacts, runs, stages
 from inscl.core.code_digest import digest
 from inscl.core.methods import METHODS as METHOD_REGISTRY
+from inscl.evaluation import shards
 
 ORDERS = config["orders"]
 SEEDS = config["seeds"]
@@ -112,7 +113,28 @@ def get_train_inputs(wildcards):
     }
     if run.kind == "chain" and METHOD_REGISTRY[run.method].strategy:
         inputs["replay"] = runs.replay_folder(run.order, run.method, run.seed)
+    if run.kind == "chain" and run.stage > 1 and carries_optimizer():
+        inputs["optimizer"] = run.previous.file(OPTIMIZER_STATE)
     return inputs
+
+
+OPTIMIZER_STATE = "optimizer"  # a chain stage's optimizer state, for the next stage (optimizer.state carry)
+
+
+def carries_optimizer():
+    return config["training"]["optimizer"]["state"] == "carry"
+
+
+def get_train_outputs(kind):
+    """A run's model and train log; a chain stage also leaves its optimizer state under
+    training.optimizer.state carry. Without training.keep_stage_models, a chain stage's model
+    and optimizer state are temp(): deleted once the next stage and evaluation have used them."""
+    run = runs.template(kind)
+    drop = temp if kind == "chain" and not config["training"]["keep_stage_models"] else (lambda path: path)
+    outputs = {"model": drop(directory(run.model)), "train_log": run.file("train_log.parquet")}
+    if kind == "chain" and carries_optimizer():
+        outputs["optimizer"] = drop(directory(run.file(OPTIMIZER_STATE)))
+    return outputs
 
 
 def get_train_tasks(wildcards):
@@ -128,9 +150,27 @@ def get_train_seed(wildcards):
 
 
 def get_evaluated_tasks(wildcards):
-    """A single-task reference is scored on its own task; every other model on all tasks."""
-    run = get_run(wildcards)
-    return [run.task] if run.kind == "single_task" else EXPERIMENT_TASKS
+    """A single-task reference is scored on its own task; every other model on all tasks, or under
+    evaluation.tasks: seen on the tasks it has trained on (see inscl.evaluation.shards)."""
+    return evaluated_tasks(get_run(wildcards))
+
+
+def evaluated_tasks(run):
+    return shards.evaluated_tasks(run, ORDERS, EXPERIMENT_TASKS, config["evaluation"]["tasks"])
+
+
+def get_evaluate_inputs(wildcards):
+    """The model and test sets, or with evaluation.shard_by task or examples the run's shards."""
+    evaluation = config["evaluation"]
+    names = shards.shard_names(
+        evaluated_tasks(get_run(wildcards)),
+        evaluation["shard_by"],
+        evaluation["shard_examples"],
+        evaluation["max_test_per_task"],
+    )
+    if evaluation["shard_by"] != "run":
+        return {"shards": [get_run(wildcards).file(f"shards/{name}.parquet") for name in names]}
+    return {"model": f"{runs.RUNS}/{wildcards.run}/model", "base": runs.BASE.model, "instances": ARTIFACT["instances"]}
 
 
 # ---------------------------------------------------------------- summaries
@@ -138,7 +178,7 @@ def get_evaluated_tasks(wildcards):
 
 def get_score_files(wildcards):
     return {
-        "chain": [run.file("scores.parquet") for run in chain_runs()],
+        "chain": [run.file("scores.parquet") for run in chain_runs() if evaluated_tasks(run)],
         "references": [run.file("scores.parquet") for run in reference_runs()],
         **get_optional_summaries(wildcards),
     }

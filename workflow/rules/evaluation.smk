@@ -1,8 +1,6 @@
 rule evaluate:
     input:
-        model=f"{runs.RUNS}/{{run}}/model",
-        base=runs.BASE.model,
-        instances=ARTIFACT["instances"],
+        unpack(get_evaluate_inputs),
     output:
         predictions=f"{runs.RUNS}/{{run}}/predictions.parquet",
         scores=f"{runs.RUNS}/{{run}}/scores.parquet",
@@ -10,6 +8,33 @@ rule evaluate:
         "logs/evaluate/{run}.log",
     benchmark:
         "logs/benchmarks/evaluate/{run}.tsv"
+    conda:
+        "../../envs/inscl.yaml"
+    threads: get_threads("evaluate")
+    resources:
+        **get_resources("evaluate"),
+    params:
+        settings=get_settings("evaluate"),
+        tasks=get_evaluated_tasks,
+        code=get_code("evaluate.py"),
+    script:
+        "../scripts/evaluate.py"
+
+
+# Only with evaluation.shard_by: task or examples: one bounded piece of a run's predictions.
+rule predict_shard:
+    input:
+        model=f"{runs.RUNS}/{{run}}/model",
+        base=runs.BASE.model,
+        instances=ARTIFACT["instances"],
+    output:
+        shard=f"{runs.RUNS}/{{run}}/shards/{{shard}}.parquet",
+    log:
+        "logs/predict/{run}/{shard}.log",
+    benchmark:
+        "logs/benchmarks/predict/{run}/{shard}.tsv"
+    wildcard_constraints:
+        shard=r"[^/]+",
     conda:
         "../../envs/inscl.yaml"
     threads: get_threads("evaluate")

@@ -22,8 +22,7 @@ rule train:
     input:
         unpack(get_train_inputs),
     output:
-        model=directory(runs.template("chain").model),
-        train_log=runs.template("chain").file("train_log.parquet"),
+        **get_train_outputs("chain"),
     log:
         "logs/train/{order}/{method}/seed{seed}/stage{stage}.log",
     benchmark:
@@ -45,8 +44,7 @@ rule train:
 
 use rule train as train_multitask with:
     output:
-        model=directory(runs.template("multitask").model),
-        train_log=runs.template("multitask").file("train_log.parquet"),
+        **get_train_outputs("multitask"),
     log:
         "logs/train/multitask/seed{seed}.log",
     benchmark:
@@ -55,8 +53,7 @@ use rule train as train_multitask with:
 
 use rule train as train_single_task with:
     output:
-        model=directory(runs.template("single_task").model),
-        train_log=runs.template("single_task").file("train_log.parquet"),
+        **get_train_outputs("single_task"),
     log:
         "logs/train/single_task/seed{seed}/{task}.log",
     benchmark:

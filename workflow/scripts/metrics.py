@@ -18,9 +18,10 @@ def main(smk):
 
     settings = job_settings(smk)
     orders, methods, seeds = dict(smk.params.orders), list(smk.params.methods), list(smk.params.seeds)
+    seen_only = settings["evaluation"]["tasks"] == "seen"
     scores = load_scores(list(smk.input.chain) + list(smk.input.references))
-    matrix = build_score_matrix(scores, orders, methods, seeds)
-    cl = compute_cl_metrics(matrix, scores, orders, methods, seeds, settings["references"])
+    matrix = build_score_matrix(scores, orders, methods, seeds, seen_only)
+    cl = compute_cl_metrics(matrix, scores, orders, methods, seeds, settings["references"], seen_only)
     artifacts.write(matrix, "score_matrix", smk.output.matrix)
     artifacts.write(cl, "cl_metrics", smk.output.per_run)
     artifacts.write(summarize(cl), "summary", smk.output.summary)

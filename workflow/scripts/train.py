@@ -1,4 +1,5 @@
-"""Rule train (and train_multitask, train_single_task): one training run -> model/ and train_log.parquet."""
+"""Rule train (and train_multitask, train_single_task): one training run -> model/ and train_log.parquet
+(and optimizer/, the state the next chain stage starts from, under training.optimizer.state carry)."""
 
 from inscl.core import runs
 from inscl.core.rule import run_rule
@@ -23,6 +24,8 @@ def main(smk):
         epochs=float(smk.params.epochs),
         replay=replay_file(smk.input.replay, run.stage) if "replay" in smk.input.keys() else None,
         label=run.name,
+        previous_optimizer=smk.input.get("optimizer"),
+        output_optimizer=smk.output.get("optimizer"),
     )
     run_job(job)
 

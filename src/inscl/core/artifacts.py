@@ -131,7 +131,7 @@ ARTIFACTS: dict[str, Artifact] = {
     "judge_summary": Artifact(
         _columns(
             "set:string n:int64 win:int64 tie:int64 lose:int64 win_rate:float64 tie_rate:float64 "
-            "lose_rate:float64 delta:float64"
+            "lose_rate:float64 delta:float64 cost_usd:float64"
         )
     ),
     "general": Artifact(_columns("task:string metric:string value:float64")),
@@ -142,7 +142,7 @@ ARTIFACTS: dict[str, Artifact] = {
     "judge_rates": Artifact(
         _columns(
             "run:string set:string n:int64 win:int64 tie:int64 lose:int64 win_rate:float64 tie_rate:float64 "
-            "lose_rate:float64 delta:float64"
+            "lose_rate:float64 delta:float64 cost_usd:float64"
         ),
         "results/metrics/judge.parquet",
     ),

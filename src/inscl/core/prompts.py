@@ -1,37 +1,49 @@
-"""Prompt templates shared by training and generation: the text up to where the answer starts."""
+"""Prompt templates shared by training and generation: the text up to where the answer starts.
+
+The template is `training.template`; generation builds its prompts with the same one.
+
+- raw: the instruction and its input as the source wrote them, joined by the line break the
+  ingestion split them at (TRACE feeds `prompt` as is; utils/data/data_collator.py:79);
+- inscl: InsCL's `"{instruction}\\n\\n{input}"` filled with `instruction = Definition + "\\n\\n" +
+  input` and an empty input (InsCL utils.py:55-56, train_CL.py:29-33,185), i.e. the instruction, a
+  blank line, the input and a blank line;
+- alpaca: `### Instruction:` / `### Input:` (left out when empty) / `### Response:`;
+- chat: the tokenizer's chat template, the user message being the instruction and input.
+
+Token ids start with one BOS (`encode_prompt`); the answer and EOS follow in training.
+"""
 
 from __future__ import annotations
 
-TEMPLATES = ("plain", "chat")
+TEMPLATES = ("raw", "inscl", "alpaca", "chat")
 
-PLAIN_INSTRUCTION = "### Instruction:\n{instruction}\n\n"
-PLAIN_INPUT = "### Input:\n{input}\n\n"
-PLAIN_RESPONSE = "### Response:\n"
+ALPACA_INSTRUCTION = "### Instruction:\n{instruction}\n\n"
+ALPACA_INPUT = "### Input:\n{input}\n\n"
+ALPACA_RESPONSE = "### Response:\n"
+INSCL = "{instruction}\n\n{input}\n\n"
 
 
-def build_prompt(instruction: str, input: str, template: str = "plain", tokenizer=None) -> str:
-    """The prompt text; the model's answer follows it directly.
-
-    plain: instruction, input (section left out when empty) and a response marker.
-    chat: the tokenizer's chat template, the user message being instruction and input, with the
-    generation prompt added.
-    """
-    instruction = (instruction or "").strip()
-    input = (input or "").strip()
-    if template == "plain":
-        text = PLAIN_INSTRUCTION.format(instruction=instruction)
-        if input:
-            text += PLAIN_INPUT.format(input=input)
-        return text + PLAIN_RESPONSE
+def build_prompt(instruction: str, input: str, template: str = "alpaca", tokenizer=None) -> str:
+    """The prompt text; the model's answer follows it directly."""
+    instruction, input = instruction or "", input or ""
+    if template == "raw":
+        return f"{instruction}\n{input}" if input else instruction
+    if template == "inscl":
+        return INSCL.format(instruction=instruction, input=input)
+    if template == "alpaca":
+        text = ALPACA_INSTRUCTION.format(instruction=instruction.strip())
+        if input.strip():
+            text += ALPACA_INPUT.format(input=input.strip())
+        return text + ALPACA_RESPONSE
     if template == "chat":
         if tokenizer is None:
             raise ValueError("the chat template needs the tokenizer")
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(
                 f"training.template is 'chat' but the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} "
-                "has no chat template; use template: plain"
+                "has no chat template; use template: alpaca"
             )
-        message = instruction if not input else f"{instruction}\n\n{input}"
+        message = instruction.strip() if not input.strip() else f"{instruction.strip()}\n\n{input.strip()}"
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
         )

@@ -59,16 +59,15 @@ STAGE_SETTINGS: dict[str, list[str] | Callable[[dict], list[str]]] = {
     "base_model": ["model"],
     "train": _train_keys,
     "evaluate": ["evaluation", "training.template", "model.trust_remote_code"],
-    "metrics": ["references"],
+    "metrics": ["references", "evaluation.tasks"],
     "judge": ["judge", "evaluation", "training.template", "model.trust_remote_code", "cache_dir"],
     "general_ability": ["general", "model.trust_remote_code"],
     "report": [],
 }
-# `use rule train as ...` copies: they read what train reads.
-ALIASES = {"train_multitask": "train", "train_single_task": "train"}
-RESOURCE_SECTION = {
+# `use rule train as ...` copies read what train reads; predict_shard reads what evaluate reads.
+ALIASES = {"train_multitask": "train", "train_single_task": "train", "predict_shard": "evaluate"}
+RESOURCE_SECTION = {  # base_model asks for none: it builds a tiny model or points at a local one
     "train": "training",
-    "base_model": "training",
     "evaluate": "evaluation",
     "judge": "evaluation",
     "general_ability": "evaluation",

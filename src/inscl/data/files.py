@@ -135,12 +135,27 @@ def _syntax_problem(error: json.JSONDecodeError, text: str, where: str) -> str:
 # ---------------------------------------------------------------- JSON and JSONL
 
 
+def _decode_utf8(data: bytes) -> str:
+    """UTF-8 text. A character cut off at the very end (a truncated file) is dropped when the text
+    without it is not complete JSON, so that the JSON parser reports the truncation."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.end == len(data) and e.reason == "unexpected end of data":
+            text = data[: e.start].decode("utf-8")
+            try:
+                json.loads(text)
+            except json.JSONDecodeError:
+                return text
+        raise
+
+
 def read_json(path, records: str | None = None):
     """A JSON file (a leading BOM accepted, NaN accepted). `records` names where its records are for
     error messages: None = the top-level list (TRACE), or a key of the top-level object ('Instances')."""
     data, offset = strip_bom(Path(path).read_bytes())
     try:
-        text = data.decode("utf-8")
+        text = _decode_utf8(data)
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         try:
@@ -155,13 +170,12 @@ def read_json(path, records: str | None = None):
         byte = len(text[: e.pos].encode("utf-8")) + offset
         problem = _syntax_problem(e, text, f"byte {byte} (line {e.lineno} column {e.colno})")
         count = complete_records(text, records)
-        container = "the list" if records is None else records
         if count is None:
-            problem += "; it breaks before the list of records" if records is None else f"; it breaks before {records}"
+            problem += f"; it breaks before {records or 'the list of records'}"
         elif count == 0:
             problem += "; no record is complete before it"
         else:
-            problem += f"; the last complete record is {index_record(count - 1, container)}"
+            problem += f"; the last complete record is {index_record(count - 1, records or 'the list')}"
         raise InputError(path, problem) from None
 
 
@@ -177,7 +191,7 @@ def read_jsonl(path):
             continue
         record = line_record(number)
         try:
-            text = line.decode("utf-8")
+            text = _decode_utf8(line)
         except UnicodeDecodeError as e:
             try:
                 where = _undecodable_path(json.loads(line.decode("utf-8", "surrogateescape")))

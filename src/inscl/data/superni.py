@@ -3,7 +3,8 @@
 A group takes source tasks by name and/or by SuperNI category; names win over categories. Under
 `english_only` a task matched by category whose input or output language is not English is dropped:
 it is named in the log and in the dropped artifact, and a group that it leaves empty fails naming
-english_only. Language and category fields may be lists (upstream) or plain strings (older files).
+english_only. Language and category fields may be lists (upstream) or plain strings, languages may be codes
+('en'), and instances may lack ids (older files).
 Files outside `task_list` are never read.
 """
 
@@ -22,6 +23,7 @@ from inscl.data.rows import IdRegistry, SourceRows, dropped_row, instance_row, j
 log = logging.getLogger(__name__)
 
 MAX_NAMED = 10  # source tasks named in one message
+ENGLISH = {"english", "en", "eng"}  # older files write language codes ("en", "jap")
 
 
 def named(items: list[str]) -> str:
@@ -57,7 +59,7 @@ def not_english(doc: dict, path) -> str | None:
         languages = string_list(doc, name, path)
         if not languages:
             problems.append(f"no {name}")
-        elif any(language.strip().lower() != "english" for language in languages):
+        elif any(language.strip().lower() not in ENGLISH for language in languages):
             problems.append(f"{name} {', '.join(languages)}")
     return "; ".join(problems) or None
 
@@ -201,7 +203,8 @@ def _task_rows(doc: dict, path: Path, source: str, group: str, task: str, ids: I
     for i, inst in enumerate(instances):
         record = index_record(i, "Instances")
         inst = json_object(inst, path, record)
-        local = ids.add(inst.get("id"), path, record)
+        # older files have no instance ids: the position in the file stands in
+        local = ids.add(inst["id"], path, record) if "id" in inst else f"{task}/{i}"
         text = text_field(inst.get("input"), path, record, "input", allow_empty=True)
         output = references(inst.get("output"), path, record)
         rows.append(instance_row(source, group, task, path, local, instruction, text, output))

@@ -1,9 +1,11 @@
 """TRACE (BeyonderXX/TRACE) dataset folders -> instance rows.
 
 Each dataset folder holds train.json, eval.json and test.json, each a JSON list of
-{"prompt", "answer"} (TRACE utils/data/raw_datasets.py). The prompt carries the task instruction
-and the input; a rule splits them. eval.json rows are kept as split "eval" (counted in the tasks
-artifact as n_eval; TRACE's own training never reads them); a folder without one is logged.
+{"prompt", "answer"} (TRACE utils/data/raw_datasets.py:92-100). The prompt carries the task
+instruction and the input; a rule splits them. eval.json rows are kept as split "eval" and counted
+as n_eval in the tasks artifact, for a validation loss; they are never trained on or scored (TRACE
+reads them but its evaluation of them is commented out, model/base_model.py:100-106). A folder
+without eval.json is logged.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ def split_instruction(prompt: str, rule: str = "first_paragraph", pattern: str |
         ends in a colon ('... follow this format:' / 'Answer:' / 'Because') are a format template,
         not labels. Without a blank line or label, it is the first line.
     regex: group 1 of the first match of `pattern`.
-    The input is the rest of the prompt, without the blank lines around it.
+    With the two line rules the input is the rest of the prompt after the instruction's line break,
+    blank lines included, so that instruction + "\n" + input gives the prompt back (the `raw`
+    template, inscl.core.prompts) unless the prompt starts with blank lines. With regex it is the
+    prompt without group 1 and without the blank lines around it.
     """
     if rule == "regex":
         if not pattern:
@@ -47,7 +52,7 @@ def split_instruction(prompt: str, rule: str = "first_paragraph", pattern: str |
             return None
         rest = prompt[: match.start(1)] + prompt[match.end(1) :]
         return match.group(1).strip(), rest.strip("\n")
-    lines = prompt.strip("\n").split("\n")
+    lines = prompt.split("\n")
     start = next((i for i, line in enumerate(lines) if line.strip()), None)
     if start is None:
         return None
@@ -71,7 +76,7 @@ def split_instruction(prompt: str, rule: str = "first_paragraph", pattern: str |
     elif rule != "first_line":
         raise ValueError(f"unknown instruction rule '{rule}'")
     instruction = "\n".join(lines[start:end]).strip()
-    return instruction, "\n".join(lines[end:]).strip("\n")
+    return instruction, "\n".join(lines[end:])
 
 
 def _checked_rule(source: dict, key: str) -> tuple[str, str | None]:

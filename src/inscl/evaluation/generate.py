@@ -1,28 +1,26 @@
-"""Batched generation for evaluation: length-sorted, left-padded batches, KV cache, greedy by default.
+"""The hf backend: batched generation with transformers, length-sorted, left-padded, KV cache, greedy by default.
 
-Prompts are built with the training template (`inscl.core.prompts`) and tokenized exactly as training
-saw them. A prompt longer than the model's context minus `max_new_tokens` keeps its BOS token
-and loses tokens from the left. Each answer ends at the first EOS or after `max_new_tokens`.
-Sampling (optional) is seeded per batch from `stable_seed`, so reruns give the same text.
+Prompts arrive as token ids, already built with the training template and truncated
+(`inscl.evaluation.lengths`); a prompt that still exceeds the model's context minus
+`max_new_tokens` keeps its BOS token and loses tokens from the left. Each answer ends at the first
+EOS, after a stop string, or after `max_new_tokens`. Sampling (optional) is seeded per batch from
+`stable_seed`, so reruns give the same text.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from inscl.core import artifacts
-from inscl.core.hashing import content_hash, stable_seed
-from inscl.core.io import InputError
-from inscl.core.prompts import build_prompt, encode_prompt
+from inscl.core.hashing import stable_seed
+from inscl.core.prompts import encode_prompt
+from inscl.evaluation.backends import Completion, Request, group_requests
+from inscl.evaluation.lengths import fit_to_context, prompt_room
 
 log = logging.getLogger(__name__)
-
-INSTANCE_COLUMNS = ("task", "split", "instance_id", "instruction", "input", "output")
 
 
 @dataclass(frozen=True)
@@ -33,28 +31,18 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    stop: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, evaluation: dict, seed: int = 0, **overrides) -> "GenerationSettings":
-        values = {
-            k: evaluation[k]
-            for k in ("max_new_tokens", "batch_size", "do_sample", "temperature", "top_p")
-            if k in evaluation
-        }
+        values = {k: evaluation[k] for k in ("batch_size", "do_sample", "temperature", "top_p") if k in evaluation}
+        if isinstance(evaluation.get("max_new_tokens"), int):
+            values["max_new_tokens"] = evaluation["max_new_tokens"]
         return cls(**{**values, "seed": seed, **overrides})
 
 
 def _context_limit(model) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
-
-
-def fit_to_context(ids: list[int], limit: int | None, bos_id: int | None) -> list[int]:
-    """Drop tokens from the left (after a leading BOS) so that len(ids) <= limit."""
-    if limit is None or len(ids) <= limit:
-        return ids
-    if bos_id is not None and ids and ids[0] == bos_id:
-        return [bos_id] + ids[len(ids) - limit + 1 :]
-    return ids[len(ids) - limit :]
 
 
 def _left_pad(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,15 +55,22 @@ def _left_pad(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor
     return input_ids.to(device), attention.to(device)
 
 
-def _generation_config(model, tokenizer, settings: GenerationSettings):
-    from transformers import GenerationConfig
-
+def eos_ids(model, tokenizer) -> list[int]:
+    """The token ids that end an answer: the generation config's EOS (one or several), else the tokenizer's."""
     eos = model.generation_config.eos_token_id
     if eos is None:
         eos = tokenizer.eos_token_id
-    first_eos = eos[0] if isinstance(eos, (list, tuple)) else eos
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else first_eos
+    return list(eos) if isinstance(eos, (list, tuple)) else [eos]
+
+
+def _generation_config(model, tokenizer, settings: GenerationSettings):
+    from transformers import GenerationConfig
+
+    eos = eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     kwargs = dict(max_new_tokens=settings.max_new_tokens, eos_token_id=eos, pad_token_id=pad, use_cache=True)
+    if settings.stop:
+        kwargs["stop_strings"] = list(settings.stop)
     if settings.do_sample:
         kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
     else:
@@ -83,50 +78,59 @@ def _generation_config(model, tokenizer, settings: GenerationSettings):
     return GenerationConfig(**kwargs), eos, pad
 
 
-def _until_eos(ids: list[int], eos) -> list[int]:
+def until_eos(ids: list[int], eos) -> tuple[list[int], bool]:
+    """The ids before the first EOS, and whether there was one."""
     stops = set(eos if isinstance(eos, (list, tuple)) else [eos])
     for position, token in enumerate(ids):
         if token in stops:
-            return ids[:position]
-    return ids
+            return ids[:position], True
+    return ids, False
 
 
 @torch.inference_mode()
-def generate_ids(
-    model, tokenizer, prompt_ids: list[list[int]], settings: GenerationSettings, progress: bool = True
-) -> list[list[int]]:
-    """New token ids per prompt (EOS and padding removed), in the order of `prompt_ids`.
+def generate_completions(
+    model, tokenizer, prompt_ids: list[list[int]], settings: GenerationSettings, progress: bool = True, on_batch=None
+) -> list[Completion]:
+    """One Completion per prompt, in the order of `prompt_ids`.
 
     Prompts are sorted by length (longest first) so each batch pads little; batches are
     left-padded so every row's last prompt token sits at the same position, and the KV cache
-    is on.
+    is on. `on_batch(n)` is called after each batch of n prompts.
     """
     if not prompt_ids:
         return []
     config, eos, pad = _generation_config(model, tokenizer, settings)
-    limit = _context_limit(model)
-    room = None if limit is None else limit - settings.max_new_tokens
-    if room is not None and room < 2:
-        raise ValueError(
-            f"max_new_tokens={settings.max_new_tokens} leaves no room for a prompt in the model's "
-            f"context of {limit} tokens"
-        )
+    room = prompt_room(_context_limit(model), settings.max_new_tokens, None)
     bos = tokenizer.bos_token_id
     fitted = [fit_to_context(list(ids), room, bos) for ids in prompt_ids]
     order = sorted(range(len(fitted)), key=lambda i: (-len(fitted[i]), i))
     device = next(model.parameters()).device
-    results: list[list[int] | None] = [None] * len(fitted)
+    results: list[Completion | None] = [None] * len(fitted)
     batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+    extra = {"tokenizer": tokenizer} if settings.stop else {}
     for number, members in enumerate(tqdm(batches, desc="generate", unit="batch", disable=not progress)):
         input_ids, attention = _left_pad([fitted[i] for i in members], pad, device)
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             if settings.do_sample:
                 torch.manual_seed(stable_seed(settings.seed, "generate", number))
-            output = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+            output = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config, **extra)
         new_tokens = output[:, input_ids.shape[1] :].tolist()
         for i, tokens in zip(members, new_tokens):
-            results[i] = _until_eos(tokens, eos)
+            answer, ended = until_eos(tokens, eos)
+            if not ended and settings.stop:  # a row stopped by a stop string is padded to the batch's end
+                while answer and answer[-1] == pad:
+                    answer.pop()
+            results[i] = Completion(token_ids=answer, eos=ended, generated_tokens=len(answer) + ended)
+        if on_batch is not None:
+            on_batch(len(members))
     return results  # type: ignore[return-value]
+
+
+def generate_ids(
+    model, tokenizer, prompt_ids: list[list[int]], settings: GenerationSettings, progress: bool = True
+) -> list[list[int]]:
+    """New token ids per prompt (EOS and padding removed), in the order of `prompt_ids`."""
+    return [c.token_ids for c in generate_completions(model, tokenizer, prompt_ids, settings, progress)]
 
 
 def generate_texts(
@@ -138,53 +142,34 @@ def generate_texts(
     return tokenizer.batch_decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
-def select_test_rows(
-    instances: pd.DataFrame, tasks: list[str], max_per_task: int | None, source="instances.parquet"
-) -> pd.DataFrame:
-    """The test rows of `tasks`, at most `max_per_task` each, chosen by a hash of the instance id.
+class HFBackend:
+    """Requests -> completions with transformers `generate`, one length-sorted pass per (max_new_tokens,
+    stop strings) group."""
 
-    The choice depends only on the ids, so it is the same for every model and run, and adding
-    examples to a task changes the selection as little as possible.
-    """
-    missing = [c for c in INSTANCE_COLUMNS if c not in instances.columns]
-    if missing:
-        raise InputError(source, f"missing column(s) {', '.join(missing)}", field=missing[0])
-    chosen = []
-    for task in tasks:
-        rows = instances[(instances["task"] == task) & (instances["split"] == "test")]
-        if rows.empty:
-            raise InputError(source, "task has no test examples", record=task, field="split")
-        if max_per_task is not None and len(rows) > max_per_task:
-            keys = rows["instance_id"].astype(str).map(lambda i: content_hash(f"{task}\x1f{i}"))
-            rows = rows.loc[keys.sort_values(kind="stable").index[:max_per_task]].sort_index()
-        chosen.append(rows)
-    return pd.concat(chosen)
+    name = "hf"
 
+    def __init__(self, model, tokenizer, settings: GenerationSettings):
+        self.model, self.tokenizer, self.settings = model, tokenizer, settings
 
-def predict(
-    instances: pd.DataFrame,
-    tasks: list[str],
-    model,
-    tokenizer,
-    evaluation: dict,
-    template: str = "plain",
-    seed: int = 0,
-    source="instances.parquet",
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Generate for the capped test rows of `tasks` -> the predictions artifact's frame."""
-    rows = select_test_rows(instances, tasks, evaluation.get("max_test_per_task"), source)
-    prompts = [build_prompt(ins, inp, template, tokenizer) for ins, inp in zip(rows["instruction"], rows["input"])]
-    settings = GenerationSettings.from_config(evaluation, seed=seed)
-    log.info("generating for %d test examples of %d task(s), batch %d", len(prompts), len(tasks), settings.batch_size)
-    predictions = generate_texts(model, tokenizer, prompts, settings, progress=progress)
-    return pd.DataFrame(
-        {
-            "task": rows["task"].astype(str).to_list(),
-            "instance_id": rows["instance_id"].astype(str).to_list(),
-            "prompt": prompts,
-            "prediction": predictions,
-            "references": [[str(r) for r in refs] for refs in rows["output"]],
-        },
-        columns=artifacts.columns("predictions"),
-    )
+    @property
+    def context(self) -> int | None:
+        return _context_limit(self.model)
+
+    @property
+    def eos(self) -> list[int]:
+        return eos_ids(self.model, self.tokenizer)
+
+    def generate(self, requests: list[Request], seed: int = 0, on_done=None) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(requests)
+        for (max_new_tokens, stop), members in group_requests(requests).items():
+            settings = replace(
+                self.settings, max_new_tokens=max_new_tokens, stop=stop, seed=stable_seed(seed, max_new_tokens, *stop)
+            )
+            prompts = [list(requests[i].prompt_ids) for i in members]
+            done = generate_completions(self.model, self.tokenizer, prompts, settings, progress=False, on_batch=on_done)
+            for i, completion in zip(members, done):
+                results[i] = completion
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        pass

@@ -22,24 +22,12 @@ import re
 
 import pandas as pd
 
+from inscl.core import artifacts
 from inscl.core.config import ConfigError
 from inscl.core.io import InputError, read_json
 
 log = logging.getLogger(__name__)
 
-VERDICT_COLUMNS = [
-    "set",
-    "prompt_id",
-    "prompt",
-    "answer_model",
-    "answer_base",
-    "verdict_ab",
-    "verdict_ba",
-    "outcome",
-    "cost_usd",
-    "error",
-]
-SUMMARY_COLUMNS = ["set", "n", "win", "tie", "lose", "win_rate", "tie_rate", "lose_rate", "delta"]
 _VERDICT = re.compile(r"\[\[([ABC])\]\]")
 
 SYSTEM_PROMPT = (
@@ -120,7 +108,7 @@ def merge_outcome(verdict_ab: str | None, verdict_ba: str | None) -> str | None:
 
 
 def judge_pairs(pairs: pd.DataFrame, endpoint: dict, cache_dir, prompt_version: str = "judge-v1") -> pd.DataFrame:
-    """Judge every (prompt, answer_model, answer_base) in both orders -> DataFrame(VERDICT_COLUMNS)."""
+    """Judge every (prompt, answer_model, answer_base) in both orders -> the verdicts artifact's frame."""
     from inscl.core.llm import run_chat_requests
 
     def request(question, answer_a, answer_b):
@@ -152,7 +140,7 @@ def judge_pairs(pairs: pd.DataFrame, endpoint: dict, cache_dir, prompt_version: 
                 "error": "; ".join(errors) or None,
             }
         )
-    verdicts = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    verdicts = pd.DataFrame(rows, columns=artifacts.columns("verdicts"))
     missing = int(verdicts["outcome"].isna().sum())
     if missing:
         log.warning("judging: %d of %d pairs have no outcome (see the error column)", missing, len(verdicts))
@@ -160,7 +148,8 @@ def judge_pairs(pairs: pd.DataFrame, endpoint: dict, cache_dir, prompt_version: 
 
 
 def summarize_verdicts(verdicts: pd.DataFrame) -> pd.DataFrame:
-    """Win/tie/lose counts and rates (percent) per prompt set and over all sets; delta = win - lose rate."""
+    """Win/tie/lose counts and rates (percent) per prompt set and over all sets; delta = win - lose rate;
+    cost_usd = what judging the set cost."""
     rows = []
     groups = [(name, group) for name, group in verdicts.groupby("set", sort=True)] + [("all", verdicts)]
     for name, group in groups:
@@ -168,8 +157,9 @@ def summarize_verdicts(verdicts: pd.DataFrame) -> pd.DataFrame:
         n = len(outcomes)
         counts = {k: int((outcomes == k).sum()) for k in ("win", "tie", "lose")}
         rates = {f"{k}_rate": 100.0 * v / n if n else float("nan") for k, v in counts.items()}
-        rows.append({"set": name, "n": n, **counts, **rates, "delta": rates["win_rate"] - rates["lose_rate"]})
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+        delta = rates["win_rate"] - rates["lose_rate"]
+        rows.append({"set": name, "n": n, **counts, **rates, "delta": delta, "cost_usd": group["cost_usd"].sum()})
+    return pd.DataFrame(rows, columns=artifacts.columns("judge_summary"))
 
 
 def generate_answers(model, tokenizer, prompts: list[str], template: str, settings) -> list[str]:

@@ -5,9 +5,11 @@ task of the order) and T columns (the tasks of the order, 1-based index i). With
 
 - OP = mean_i R[T][i]
 - BWT = 1/(T-1) * sum_{i<T} (R[T][i] - R[i][i])
-- FWT = 1/(T-1) * sum_{i>=2} (R[i-1][i] - R[0][i])
+- FWT = 1/(T-1) * sum_{i>=2} (R[i-1][i] - R[0][i]); absent when only seen tasks are evaluated
+  (evaluation.tasks: seen, as TRACE and InsCL do): R then has no cell of a task before its stage.
 - forgetting (Chaudhry et al. 2018) = mean_{j<T} (max_{1<=l<T} R[l][j] - R[T][j]); the maximum runs
-  over the training stages l = 1..T-1, as in Chaudhry (the base model, stage 0, is not a stage).
+  over the training stages l = 1..T-1, as in Chaudhry (the base model, stage 0, is not a stage), and
+  over the stages that evaluated task j (l >= j) when only seen tasks are evaluated.
 - relative gain after stage i >= 2 (InsCL) = 100/(i-1) * sum_{j<i} R[i][j] / U_j, with U_j the
   single-task score of task j for the same seed. Undefined (row omitted, warning) when some U_j
   is 0, or when single_task is not a reference.
@@ -67,7 +69,7 @@ def forward_transfer(R) -> float:
 def forgetting(R) -> float:
     T = _check(R)
     R = np.asarray(R, float)
-    return float(np.mean([R[1:T, j - 1].max() - R[T, j - 1] for j in range(1, T)]))
+    return float(np.mean([np.nanmax(R[1:T, j - 1]) - R[T, j - 1] for j in range(1, T)]))
 
 
 def relative_gain(R, upper, stage: int) -> float:
@@ -132,8 +134,9 @@ def _score(table: dict, run: str, task: str) -> float:
 # --- the score matrix and the tidy tables ------------------------------------------------------
 
 
-def build_score_matrix(scores: pd.DataFrame, orders: dict, methods, seeds) -> pd.DataFrame:
-    """R[k][i] for every (order, method, seed) -> tidy DataFrame of the score_matrix artifact."""
+def build_score_matrix(scores: pd.DataFrame, orders: dict, methods, seeds, seen_only: bool = False) -> pd.DataFrame:
+    """R[k][i] for every (order, method, seed) -> tidy DataFrame of the score_matrix artifact; with
+    `seen_only`, only the cells of tasks trained by stage k (k >= i >= 1)."""
     table = _lookup(scores)
     rows = []
     for order, tasks in orders.items():
@@ -142,15 +145,19 @@ def build_score_matrix(scores: pd.DataFrame, orders: dict, methods, seeds) -> pd
                 for stage in range(len(tasks) + 1):
                     run = "base" if stage == 0 else f"{order}/{method}/seed{seed}/stage{stage}"
                     for index, task in enumerate(tasks, start=1):
+                        if seen_only and index > stage:
+                            continue
                         rows.append((order, method, int(seed), stage, task, index, _score(table, run, task)))
     matrix = pd.DataFrame(rows, columns=artifacts.columns("score_matrix"))
     return matrix.astype({"seed": "int64", "stage": "int64", "task_index": "int64", "score": "float64"})
 
 
 def matrix_array(matrix: pd.DataFrame, order: str, method: str, seed: int) -> np.ndarray:
-    """The (T+1) x T array of one (order, method, seed) from the tidy matrix."""
+    """The (T+1) x T array of one (order, method, seed) from the tidy matrix (NaN where not evaluated)."""
     sub = matrix[(matrix["order"] == order) & (matrix["method"] == method) & (matrix["seed"] == seed)]
-    return sub.pivot(index="stage", columns="task_index", values="score").sort_index().sort_index(axis=1).to_numpy()
+    T = int(sub["task_index"].max())
+    table = sub.pivot(index="stage", columns="task_index", values="score")
+    return table.reindex(index=range(T + 1), columns=range(1, T + 1)).to_numpy()
 
 
 def _row(order, method, seed, metric, value, task=None, stage=None) -> dict:
@@ -158,9 +165,12 @@ def _row(order, method, seed, metric, value, task=None, stage=None) -> dict:
 
 
 def compute_cl_metrics(
-    matrix: pd.DataFrame, scores: pd.DataFrame, orders: dict, methods, seeds, references=()
+    matrix: pd.DataFrame, scores: pd.DataFrame, orders: dict, methods, seeds, references=(), seen_only: bool = False
 ) -> pd.DataFrame:
-    """Every CL metric per (order, method, seed), plus reference OP rows -> the cl_metrics artifact."""
+    """Every CL metric per (order, method, seed), plus reference OP rows -> the cl_metrics artifact.
+    With `seen_only` there is no FWT (see the module docstring)."""
+    if seen_only:
+        log.info("FWT not computed: only seen tasks were evaluated (evaluation.tasks: seen)")
     table = _lookup(scores)
     rows = []
     for order, tasks in orders.items():
@@ -174,7 +184,7 @@ def compute_cl_metrics(
                 rows += [
                     _row(order, method, seed, "OP", overall_performance(R)),
                     _row(order, method, seed, "BWT", backward_transfer(R)),
-                    _row(order, method, seed, "FWT", forward_transfer(R)),
+                    *([] if seen_only else [_row(order, method, seed, "FWT", forward_transfer(R))]),
                     _row(order, method, seed, "forgetting", forgetting(R)),
                 ]
                 if upper is not None:

@@ -15,12 +15,12 @@ beside it, as TRACE reports BLEU-1/4 and ROUGE-L next to its headline numbers (e
   Indel ratio, 0-100, unrounded); the maximum over references. An empty generation scores 0.
 - ``first_char_accuracy``: TRACE's ScienceQA accuracy (eval_ScienceQA.py:6-12): the first character
   of the generation (after surrounding whitespace, as for exact match) equals the reference's first
-  character, the answer letter of "A\nBecause ...".
+  character, the answer letter of "A\\nBecause ...".
 - ``bleu_1``, ``bleu_4``: TRACE's BLEU (metrics.py:15-47): nltk ``sentence_bleu`` without smoothing
   on tokens split at whitespace and ".", uniform weights over 1 or 4 n-gram orders; a zero n-gram
-  precision gives 0 (nltk returns 0 or a value below 1e-300 there). With several references the
-  n-gram counts are clipped by their maximum over references and the closest reference length sets
-  the brevity penalty, as in nltk.
+  precision gives 0 (nltk returns 0, or below 1e-70 through its float-minimum fallback). With several
+  references the n-gram counts are clipped by their maximum over references and the closest reference
+  length sets the brevity penalty, as in nltk.
 - ``reasoning_bleu_1``, ``reasoning_bleu_4``, ``reasoning_rouge_l``: the same on the reasoning,
   TRACE's ScienceQA split (eval_ScienceQA.py:6-12): the characters from index 2 on of both sides.
 - ``sari``: the tensor2tensor-derived SARI of the HF ``evaluate`` library (n-grams 1-4; keep F1,
@@ -275,5 +275,7 @@ def score_predictions(predictions: pd.DataFrame, evaluation_cfg: dict, source="p
             scorer = example_scorer(metric, normalize)
             score = sum(scorer(*example) for example in examples) / len(examples)
             log.info("%s: %s = %.2f over %d examples", task, metric, score, len(examples))
-            rows.append({"task": task, "metric": metric, "primary": rank == 0, "score": float(score), "n": len(examples)})
+            rows.append(
+                {"task": task, "metric": metric, "primary": rank == 0, "score": float(score), "n": len(examples)}
+            )
     return pd.DataFrame(rows, columns=artifacts.columns("scores")).astype({"n": "int64", "primary": "bool"})

@@ -5,7 +5,6 @@ read from a file. Every backend produces the rows of `results/instructions/tags_
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
@@ -19,6 +18,7 @@ from inscl.core.hashing import content_hash
 from inscl.core.io import InputError, read_text_utf8
 from inscl.core.llm import InvalidAnswer, run_chat_requests
 from inscl.instructions.embed import embed_texts
+from inscl.instructions.words import content_runs
 
 log = logging.getLogger(__name__)
 
@@ -35,40 +35,9 @@ PROMPTS = {
     ),
 }
 
-OFFLINE_VERSION = "keyphrase-mmr-v1"
+OFFLINE_VERSION = "keyphrase-mmr-v2"  # v2: words in every script (inscl.instructions.words)
 MAX_CANDIDATES = 60
 MAX_TAG_CHARS = 100
-INSTRUCTION_WORDS = {
-    "given",
-    "following",
-    "task",
-    "definition",
-    "input",
-    "output",
-    "example",
-    "examples",
-    "provided",
-    "based",
-    "need",
-    "using",
-    "use",
-    "just",
-    "like",
-    "e",
-    "g",
-    "i",
-    "ie",
-    "eg",
-    "etc",
-}
-
-
-@functools.lru_cache(maxsize=1)
-def stop_words() -> frozenset[str]:
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # imported lazily: scikit-learn is slow to load
-
-    return frozenset(ENGLISH_STOP_WORDS) | INSTRUCTION_WORDS
-
 
 # ---------------------------------------------------------------------------------------------
 # instructions and the artifact
@@ -232,19 +201,11 @@ def tag_openai(instructions: pd.DataFrame, tagging: dict, cache_dir) -> list[dic
 def keyphrase_candidates(text: str, ngram_max: int, limit: int = MAX_CANDIDATES) -> list[str]:
     """Word n-grams (1..ngram_max) inside runs of content words; the most frequent, then earliest, first."""
     counts: dict[str, int] = {}
-    stop = stop_words()
-    # punctuation, line breaks and quotes (an apostrophe not inside a word) end a run of words
-    for chunk in re.split(r"[^\w'\s-]|\n|(?<![a-z])'|'(?![a-z])", text.lower()):
-        run: list[str] = []
-        for word in re.findall(r"[a-z][a-z'-]*[a-z]|[a-z]", chunk) + [""]:
-            if word and word not in stop and len(word) > 1:
-                run.append(word)
-                continue
-            for n in range(1, ngram_max + 1):
-                for start in range(len(run) - n + 1):
-                    phrase = " ".join(run[start : start + n])
-                    counts[phrase] = counts.get(phrase, 0) + 1
-            run = []
+    for run in content_runs(text):
+        for n in range(1, ngram_max + 1):
+            for start in range(len(run) - n + 1):
+                phrase = " ".join(run[start : start + n])
+                counts[phrase] = counts.get(phrase, 0) + 1
     ranked = sorted(counts, key=lambda phrase: -counts[phrase])  # stable: ties keep first appearance
     return ranked[:limit]
 
@@ -322,6 +283,13 @@ def tag_offline(instructions: pd.DataFrame, offline: dict, embedding: dict, cach
             for i in picked
         ]
         rows.append(_row(instruction_id, text, tags, "offline", embedding["model"], OFFLINE_VERSION))
+    untagged = [repr(text[:60]) for text, per_text in zip(texts, candidates) if not per_text]
+    if untagged:
+        log.warning(
+            "offline tagger: %d instructions have no content words, so no tags and InsInfo 0: %s",
+            len(untagged),
+            ", ".join(untagged[:10]),
+        )
     return rows
 
 

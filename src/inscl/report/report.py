@@ -266,7 +266,19 @@ class ReportBuilder:
         )
         if "relative_gain" not in metrics:
             note += '<p class="note">No relative gain: the single_task reference was not run.</p>'
+        if "FWT" not in metrics and self.seen_only(order):
+            note += (
+                '<p class="note">No FWT: after each stage only the tasks trained so far were scored '
+                "(evaluation.tasks: seen, as TRACE and InsCL evaluate), so no task has a score before its "
+                "stage. Set evaluation.tasks: all to measure forward transfer.</p>"
+            )
         return html_table(header, rows, css="metrics") + note
+
+    def seen_only(self, order: str) -> bool:
+        """The order's score matrix has no cell of a task before the stage that trains it."""
+        matrix = self.inputs.score_matrix
+        matrix = matrix[matrix["order"] == order]
+        return not matrix.empty and not (matrix["stage"] < matrix["task_index"]).any()
 
     def forgetting_rate_table(self, order: str, order_tasks: list[str]) -> str:
         rates = self.inputs.cl_metrics
@@ -478,14 +490,15 @@ class ReportBuilder:
                 format_number(r.tie_rate, 1),
                 format_number(r.lose_rate, 1),
                 "–" if pd.isna(r.delta) else f"{r.delta:+.1f}",
+                format_number(r.cost_usd, digits=4),
             ]
             for r in shown.itertuples(index=False)
         ]
         body = (
             '<p class="note">The final model of each chain against the base model, judged pairwise by an LLM judge, '
             "each pair twice with the answer positions swapped. Rates in % of the judged prompts; "
-            "Δ = win − lose.</p>"
-            + html_table(["run", "set", "prompts", "win %", "tie %", "lose %", "Δ"], rows, numeric_from=2)
+            "Δ = win − lose. Cost: what judging the set cost (USD, estimated from the endpoint's prices).</p>"
+            + html_table(["run", "set", "prompts", "win %", "tie %", "lose %", "Δ", "cost (USD)"], rows, numeric_from=2)
         )
         if shown.empty:
             body += '<p class="note">No judged runs.</p>'

@@ -1,10 +1,15 @@
-"""The batches of a job: examples packed into rows (or padded), micro-batches in a seeded order per
-epoch, the micro-batches of each optimizer step, and each rank's share of a step."""
+"""The batches of a job: which examples make each optimizer step, each rank's share of a step, and
+its micro-batches packed up to a token cap.
+
+The plan depends on the examples, `training.batch_size`, the epochs and the seed only: a step
+holds the same examples whatever the GPU count or `training.micro_batch_tokens`, and since the
+loss of a step is the mean over its answer tokens, how a step is split changes the result by
+float rounding at most.
+"""
 
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,50 +20,143 @@ from inscl.training import distributed
 from inscl.training.examples import IGNORE_INDEX, Example
 
 
-def pack_rows(lengths, row_length: int) -> list[list[int]]:
-    """Best-fit-decreasing bin packing of examples into rows of at most `row_length` tokens."""
+def step_count(total_examples: int, batch_size: int) -> int:
+    """Optimizer steps over `total_examples`: full batches, and the remainder a step of its own when it
+    is at least half a batch (otherwise it joins the last step). No example is dropped."""
+    full, rest = divmod(total_examples, batch_size)
+    return max(1, full + (2 * rest >= batch_size))
+
+
+def example_stream(n_examples: int, epochs: float, seed: int) -> np.ndarray:
+    """The examples of a job in training order: a fresh seeded permutation per epoch, cut after
+    round(epochs x n_examples) examples (fractional epochs allowed)."""
+    total = max(1, round(epochs * n_examples))
+    permutations = [
+        np.random.default_rng(stable_seed(seed, "epoch", epoch)).permutation(n_examples)
+        for epoch in range(-(-total // n_examples))
+    ]
+    return np.concatenate(permutations)[:total]
+
+
+@dataclass
+class Plan:
+    """The example indices of every optimizer step, and what each step's loss is averaged over."""
+
+    steps: list[np.ndarray]
+    n_examples: int
+    targets: list[int] = field(default_factory=list)  # answer tokens of each step
+
+    def epoch_after(self, step: int) -> float:
+        """Epochs completed once step `step` (0-based) is done."""
+        return sum(len(s) for s in self.steps[: step + 1]) / self.n_examples
+
+
+def plan_training(examples: list[Example], batch_size: int, epochs: float, seed: int) -> Plan:
+    if not examples:
+        raise ValueError("no training examples")
+    stream = example_stream(len(examples), epochs, seed)
+    count = step_count(len(stream), batch_size)
+    bounds = [k * batch_size for k in range(count)] + [len(stream)]
+    steps = [stream[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+    targets = np.array([e.targets for e in examples])
+    return Plan(steps, len(examples), [int(targets[s].sum()) for s in steps])
+
+
+def pack(lengths, capacity: int) -> list[list[int]]:
+    """Best-fit-decreasing bin packing: groups of positions into `lengths` whose sum is at most
+    `capacity` (an item longer than that gets a group of its own)."""
     lengths = np.asarray(lengths)
-    if len(lengths) and lengths.max() > row_length:
-        raise ValueError(f"an example of {lengths.max()} tokens does not fit a row of {row_length}")
-    rows: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (remaining capacity, row index), sorted
+    groups: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (remaining capacity, group), sorted
     for index in np.argsort(-lengths, kind="stable"):
         length = int(lengths[index])
         slot = bisect.bisect_left(free, (length, -1))
         if slot == len(free):
-            rows.append([int(index)])
-            remaining, row = row_length - length, len(rows) - 1
+            groups.append([int(index)])
+            remaining, group = capacity - length, len(groups) - 1
         else:
-            capacity, row = free.pop(slot)
-            rows[row].append(int(index))
-            remaining = capacity - length
+            remaining, group = free.pop(slot)
+            groups[group].append(int(index))
+            remaining -= length
         if remaining > 0:
-            bisect.insort(free, (remaining, row))
-    return rows
+            bisect.insort(free, (remaining, group))
+    return groups
 
 
-def collate_packed(rows: list[list[int]], examples: list[Example], pad_id: int) -> dict:
-    """Rows of packed examples. Position ids restart at 0 for every example (and for the padding
-    tail), which makes transformers build a block-diagonal causal mask (SDPA) or use the varlen
-    kernel (flash attention): no token attends across examples."""
-    width = max(sum(len(examples[i]) for i in row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, row in enumerate(rows):
-        offset = 0
-        for i in row:
-            n = len(examples[i])
-            input_ids[r, offset : offset + n] = torch.tensor(examples[i].input_ids)
-            labels[r, offset : offset + n] = torch.tensor(examples[i].labels)
-            position_ids[r, offset : offset + n] = torch.arange(n)
-            offset += n
-        position_ids[r, offset:] = torch.arange(width - offset)
-    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "attention_mask": None}
+def split_over_ranks(step: np.ndarray, lengths: np.ndarray, world_size: int) -> list[list[int]]:
+    """A step's examples dealt to the ranks, longest first, each to the rank with the fewest tokens."""
+    shares: list[list[int]] = [[] for _ in range(world_size)]
+    tokens = [0] * world_size
+    for index in sorted(step.tolist(), key=lambda i: (-lengths[i], i)):
+        rank = tokens.index(min(tokens))
+        shares[rank].append(index)
+        tokens[rank] += int(lengths[index])
+    return shares
+
+
+def rank_share(step: np.ndarray, lengths: np.ndarray, ranks: distributed.Ranks, micro_batch_tokens: int):
+    """(example indices, weight) of each micro-batch this rank runs in a step. Every rank runs the same
+    number of passes (each pass ends in collectives); a rank short of data repeats one with weight 0."""
+    per_rank = [
+        [[share[i] for i in group] for group in pack(lengths[share], micro_batch_tokens)] if share else []
+        for share in split_over_ranks(step, lengths, ranks.world_size)
+    ]
+    passes = max(len(batches) for batches in per_rank)
+    mine = per_rank[ranks.rank]
+    filler = mine[0] if mine else [int(step[0])]
+    return [(batch, 1.0) for batch in mine] + [(filler, 0.0)] * (passes - len(mine))
+
+
+def collate(indices: list[int], examples: list[Example], pad_id: int, packed: bool, slack: float = 1.0) -> dict:
+    """The tensors of one micro-batch."""
+    return collate_packed(indices, examples, pad_id, slack) if packed else collate_padded(indices, examples, pad_id)
+
+
+def buckets(sizes: list[int], slack: float) -> list[list[int]]:
+    """Positions into `sizes`, longest first, in groups of similar length: a new group whenever padding
+    every member to the group's longest would exceed `slack` x its tokens (slack 1: equal lengths)."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        group = groups[-1] if groups else []
+        if group and (len(group) + 1) * sizes[group[0]] <= slack * (sum(sizes[j] for j in group) + sizes[i]):
+            group.append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def collate_packed(indices: list[int], examples: list[Example], pad_id: int, slack: float = 1.0) -> dict:
+    """One row: each example in a slot of its own, position ids restarting at 0 in each slot.
+
+    Slots come in buckets of examples of similar length (`buckets`), each slot as long as its
+    bucket's longest example, the rest padding (loss-free; under causal attention no token of the
+    example sees it). With slack 1 the row is padding-free. `cu_seq_lens` (slot boundaries,
+    flash-attention's varlen format) and `buckets` ((count, slot length) per bucket) tell the
+    attention kernels where examples start (inscl.training.attention).
+    """
+    sizes = [len(examples[i]) for i in indices]
+    groups = buckets(sizes, slack)
+    ids, labels, slots = [], [], []
+    for group in groups:
+        width = sizes[group[0]]
+        for position in group:
+            example, pad = examples[indices[position]], width - sizes[position]
+            ids += [example.input_ids, [pad_id] * pad]
+            labels += [example.labels, [IGNORE_INDEX] * pad]
+            slots.append(width)
+    bounds = np.concatenate([[0], np.cumsum(slots)])
+    return {
+        "input_ids": torch.from_numpy(np.concatenate(ids).astype(np.int64))[None],
+        "labels": torch.from_numpy(np.concatenate(labels).astype(np.int64))[None],
+        "position_ids": torch.from_numpy(np.concatenate([np.arange(n) for n in slots]))[None],
+        "cu_seq_lens": torch.from_numpy(bounds.astype(np.int32)),
+        "max_length": max(slots),
+        "buckets": [(len(group), sizes[group[0]]) for group in groups],
+    }
 
 
 def collate_padded(indices: list[int], examples: list[Example], pad_id: int) -> dict:
-    """A plain right-padded batch, one example per row (the unpacked baseline)."""
+    """One right-padded row per example (the unpacked baseline)."""
     width = max(len(examples[i]) for i in indices)
     input_ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
     labels = torch.full((len(indices), width), IGNORE_INDEX, dtype=torch.long)
@@ -70,75 +168,3 @@ def collate_padded(indices: list[int], examples: list[Example], pad_id: int) -> 
         attention_mask[r, :n] = 1
     position_ids = torch.arange(width).expand(len(indices), width)
     return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids, "attention_mask": attention_mask}
-
-
-@dataclass
-class Plan:
-    """Every micro-batch of a job, in order, and which ones make up each optimizer step."""
-
-    packed: bool
-    micro_batches: list  # packed: list of rows (lists of example indices); padded: list of example indices
-    steps: list[range]
-    batches_per_epoch: int
-    row_length: int
-    step_targets: list[int] = field(default_factory=list)  # answer tokens of each step, over all ranks
-
-    def epoch_of(self, micro_batch: int) -> float:
-        return micro_batch / self.batches_per_epoch
-
-    def example_indices(self, micro_batch: int) -> list[int]:
-        batch = self.micro_batches[micro_batch]
-        return [i for row in batch for i in row] if self.packed else list(batch)
-
-
-def plan_training(examples: list[Example], training: dict, epochs: float, seed: int, world_size: int = 1) -> Plan:
-    """Deterministic batches for the whole job.
-
-    Packed: rows as long as the longest example (rounded up to 8) are filled best-fit-decreasing
-    once, `batch_tokens // row_length` rows make a micro-batch, and the rows are reshuffled each
-    epoch. Padded: examples are shuffled each epoch and cut into batches holding about
-    `batch_tokens` real tokens. An optimizer step takes `grad_accum x world_size` micro-batches.
-    """
-    if not examples:
-        raise ValueError("no training examples")
-    lengths = np.array([len(e) for e in examples])
-    batch_tokens = int(training["batch_tokens"])
-    packed = bool(training.get("packing", True))
-    row_length = int(math.ceil(lengths.max() / 8) * 8)
-    if packed:
-        rows = pack_rows(lengths, row_length)
-        per_batch = max(1, batch_tokens // row_length)
-        units = rows
-    else:
-        per_batch = max(1, round(batch_tokens / lengths.mean()))
-        units = list(range(len(examples)))
-    batches_per_epoch = math.ceil(len(units) / per_batch)
-    total = max(1, round(epochs * batches_per_epoch))
-    micro_batches: list = []
-    epoch = 0
-    while len(micro_batches) < total:
-        order = np.random.default_rng(stable_seed(seed, "epoch", epoch)).permutation(len(units))
-        shuffled = [units[k] for k in order]
-        micro_batches += [shuffled[k : k + per_batch] for k in range(0, len(shuffled), per_batch)]
-        epoch += 1
-    micro_batches = micro_batches[:total]
-    group = int(training.get("grad_accum", 1)) * world_size
-    steps = [range(k, min(k + group, total)) for k in range(0, total, group)]
-    plan = Plan(packed, micro_batches, steps, batches_per_epoch, row_length)
-    target_counts = np.array([sum(1 for t in e.labels if t != IGNORE_INDEX) for e in examples])
-    plan.step_targets = [int(sum(target_counts[plan.example_indices(m)].sum() for m in step)) for step in steps]
-    return plan
-
-
-def collate(plan: Plan, micro_batch: int, examples: list[Example], pad_id: int) -> dict:
-    """The tensors of one micro-batch of the plan."""
-    batch = plan.micro_batches[micro_batch]
-    return collate_packed(batch, examples, pad_id) if plan.packed else collate_padded(batch, examples, pad_id)
-
-
-def rank_share(step: range, ranks: distributed.Ranks) -> list[tuple[int, float]]:
-    """(micro-batch, weight) pairs this rank runs in a step. Every rank runs the same number of
-    passes (as DDP needs); a rank short of data repeats one with weight 0."""
-    mine = list(step)[ranks.rank :: ranks.world_size]
-    passes = math.ceil(len(step) / ranks.world_size)
-    return [(m, 1.0) for m in mine] + [(step[0], 0.0)] * (passes - len(mine))

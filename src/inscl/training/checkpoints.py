@@ -1,11 +1,19 @@
-"""Resumable checkpoints of a stage: what they hold, which job they are valid for, and the SIGTERM
-flag that makes a preempted job save one before it stops."""
+"""Resumable checkpoints of a stage: sharded (each rank writes and reads only its own shard of the
+weights and optimizer state, torch.distributed.checkpoint), which job they are valid for, the
+optimizer state a chain carries from stage to stage, and the SIGTERM flag that makes a
+preempted job save one before it stops.
+
+A checkpoint folder `step{N}` holds the DCP shards and `.metadata`, every rank's RNG state, the
+position and the log so far. It is written as `step{N}.partial` and renamed once complete;
+only the newest is kept.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import signal
@@ -18,7 +26,7 @@ import torch
 
 from inscl.core import artifacts
 from inscl.core.hashing import content_hash
-from inscl.core.io import atomic_dir
+from inscl.core.stages import runtime_keys
 from inscl.training import distributed
 from inscl.training.examples import Example
 
@@ -27,15 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Keys that do not change what a stage computes, so changing them keeps its checkpoints valid.
-RESUME_NEUTRAL_KEYS = {"checkpoint_every", "threads", "mem_mb", "runtime"}
 
-
-def full_state_options(**kwargs):
-    """Unsharded state dicts on the CPU (FSDP gathers them from every rank)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(full_state_dict=True, cpu_offload=True, **kwargs)
+def resume_neutral_keys() -> set[str]:
+    """Training settings that do not change what a stage computes (the schema's x-runtime keys)."""
+    return {key.removeprefix("training.") for key in runtime_keys() if key.startswith("training.")}
 
 
 def latest_checkpoint(folder) -> Path | None:
@@ -51,55 +54,103 @@ def checkpoint_fingerprint(path: Path) -> str | None:
     return json.loads((path / "state.json").read_text()).get("fingerprint")
 
 
-def save_checkpoint(folder, step: int, wrapped, optimizer, state: dict, train_log: pd.DataFrame, ranks) -> None:
-    """Trainable weights (safetensors), optimizer, RNG states, position and log so far; only the
-    newest checkpoint is kept. Every rank takes part in gathering; rank 0 writes."""
-    from safetensors.torch import save_file
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+def training_state(wrapped, optimizer) -> dict:
+    """This rank's shard of the trainable weights and of the optimizer state (views, no copies)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
 
-    weights = get_model_state_dict(wrapped, options=full_state_options(ignore_frozen_params=True))
-    optim_state = get_optimizer_state_dict(wrapped, optimizer, options=full_state_options())
-    rng = distributed.gather_rng_states(ranks)
+    model = get_model_state_dict(wrapped, options=StateDictOptions(ignore_frozen_params=True))
+    return {"model": model, "optimizer": get_optimizer_state_dict(wrapped, optimizer)}
+
+
+def write_sharded(folder, state: dict, ranks: distributed.Ranks, extra=None) -> None:
+    """Every rank writes its shards of `state` into `folder`.partial; rank 0 adds `extra(tmp)`'s
+    files and renames the folder once all shards are in."""
+    import torch.distributed.checkpoint as dcp
+
+    folder = Path(folder)
+    partial = folder.with_name(folder.name + ".partial")
     if ranks.is_main:
-        folder = Path(folder)
-        with atomic_dir(folder / f"step{step:08d}") as tmp:
-            save_file({k: v.contiguous() for k, v in weights.items()}, tmp / "trainable.safetensors")
-            torch.save(optim_state, tmp / "optimizer.pt")
-            torch.save(rng, tmp / "rng.pt")
-            (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
-            artifacts.write(train_log, "train_log", tmp / "log.parquet")
-        for old in folder.iterdir():
-            if old.name.startswith("step") and old.name != f"step{step:08d}":
-                shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
     distributed.barrier(ranks)
+    dcp.save(state, checkpoint_id=partial)  # returns on every rank once rank 0 has written .metadata
+    if ranks.is_main:
+        if extra is not None:
+            extra(partial)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(partial, folder)
+
+
+def save_checkpoint(folder, step: int, wrapped, optimizer, state: dict, train_log: pd.DataFrame, ranks) -> None:
+    """Trainable weights, optimizer, RNG states, position and log so far, after `step` optimizer steps."""
+    rng = distributed.gather_rng_states(ranks)
+
+    def extra(tmp: Path) -> None:
+        torch.save(rng, tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
+        artifacts.write(train_log, "train_log", tmp / "log.parquet")
+
+    target = Path(folder) / f"step{step:08d}"
+    write_sharded(target, training_state(wrapped, optimizer), ranks, extra)
+    if ranks.is_main:
+        for old in Path(folder).iterdir():
+            if old.name.startswith("step") and old.name != target.name:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def read_sharded(folder, state: dict) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    dcp.load(state, checkpoint_id=Path(folder))
 
 
 def load_checkpoint(path: Path, wrapped, optimizer, ranks: distributed.Ranks) -> tuple[dict, list]:
     """Restore a checkpoint in place; returns (state, log rows)."""
-    from safetensors.torch import load_file
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-    )
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    options = StateDictOptions(full_state_dict=True, strict=False)
-    set_model_state_dict(wrapped, load_file(path / "trainable.safetensors"), options=options)
-    set_optimizer_state_dict(wrapped, optimizer, torch.load(path / "optimizer.pt", weights_only=True), options=options)
+    state = training_state(wrapped, optimizer)
+    read_sharded(path, state)
+    set_model_state_dict(wrapped, state["model"], options=StateDictOptions(strict=False))
+    load_optimizer_state(wrapped, optimizer, state["optimizer"])
     distributed.restore_rng_states(torch.load(path / "rng.pt", weights_only=True), ranks)
-    state = json.loads((path / "state.json").read_text())
-    rows = pd.read_parquet(path / "log.parquet").to_dict("records")
-    return state, rows
+    position = json.loads((path / "state.json").read_text())
+    return position, pd.read_parquet(path / "log.parquet").to_dict("records")
 
 
-def job_fingerprint(job: TrainJob, examples: list[Example], world_size: int) -> str:
-    """What a checkpoint is valid for: the tokens, the settings that shape training, the start model."""
+def load_optimizer_state(wrapped, optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    set_optimizer_state_dict(wrapped, optimizer, state)
+
+
+def save_optimizer(folder, wrapped, optimizer, ranks) -> None:
+    """The optimizer state a chain's next stage starts from (training.optimizer.state: carry)."""
+    write_sharded(folder, {"optimizer": training_state(wrapped, optimizer)["optimizer"]}, ranks)
+
+
+def carry_optimizer(folder, wrapped, optimizer) -> None:
+    """Start from the previous stage's optimizer state (moments and step count)."""
+    state = {"optimizer": training_state(wrapped, optimizer)["optimizer"]}
+    read_sharded(folder, state)
+    load_optimizer_state(wrapped, optimizer, state["optimizer"])
+
+
+def job_fingerprint(job: TrainJob, examples: list[Example], ranks: distributed.Ranks) -> str:
+    """What a checkpoint is valid for: the tokens, the settings that shape training, the start model
+    (and optimizer state), and the process layout its shards and RNG states belong to."""
     digest = hashlib.sha256()
     for example in examples:
         digest.update(np.asarray(example.input_ids, dtype=np.int64).tobytes())
         digest.update(np.asarray(example.labels, dtype=np.int64).tobytes())
-    settings = {k: v for k, v in job.training.items() if k not in RESUME_NEUTRAL_KEYS}
-    key = [digest.hexdigest(), settings, job.seed, job.epochs, folder_signature(job.previous), world_size]
+    neutral = resume_neutral_keys()
+    settings = {k: v for k, v in job.training.items() if k not in neutral}
+    starts = [folder_signature(p) for p in (job.previous, job.previous_optimizer) if p]
+    layout = [ranks.world_size, bool(job.training["fsdp"])]
+    key = [digest.hexdigest(), settings, job.seed, job.epochs, starts, layout]
     return content_hash(json.dumps(key, sort_keys=True, default=str))
 
 
@@ -111,8 +162,8 @@ def folder_signature(folder) -> list:
 
 
 class StopOnSigterm:
-    """Records a SIGTERM (e.g. SLURM preemption) instead of dying; the loop checks `requested`
-    after each optimizer step, saves a checkpoint and stops."""
+    """Records a SIGTERM (e.g. SLURM preemption, or the launcher passing one on) instead of dying;
+    the loop checks `requested` after each optimizer step, saves a checkpoint and stops."""
 
     def __init__(self):
         self.requested = False

@@ -51,23 +51,52 @@ class Example:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    @property
+    def targets(self) -> int:
+        """Tokens that take the loss."""
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
-def assemble(prompt_ids: list[int], answer_ids: list[int], eos_id: int, max_length: int, bos_id=None) -> Example:
+
+@dataclass(frozen=True)
+class Lengths:
+    """Token limits of a training example (training.max_length / max_prompt_length / max_answer_length)."""
+
+    total: int
+    prompt: int | None = None
+    answer: int | None = None
+
+    @classmethod
+    def of(cls, training: dict, model_limit: int | None = None) -> "Lengths":
+        total = int(training["max_length"])
+        return cls(
+            min(total, model_limit) if model_limit else total,
+            training.get("max_prompt_length"),
+            training.get("max_answer_length"),
+        )
+
+
+def assemble(prompt_ids: list[int], answer_ids: list[int], eos_id: int, lengths: Lengths, bos_id=None) -> Example:
     """Prompt + answer + EOS with loss on the answer and EOS only.
 
-    Too long: the prompt loses tokens from its left (after BOS); an answer that alone does not
-    fit is cut on the right, keeping one prompt token.
+    The answer keeps its first `lengths.answer` tokens (EOS included), the prompt its last
+    `lengths.prompt` (after BOS, as TRACE truncates from the left). Then, too long for
+    `lengths.total`: the prompt loses tokens from its left (after BOS); an answer that alone does
+    not fit is cut on the right, keeping one prompt token.
     """
     target = list(answer_ids) + [eos_id]
-    target = target[: max_length - 1]
-    room = max_length - len(target)
+    if lengths.answer:
+        target = target[: lengths.answer - 1] + [eos_id]
+    target = target[: lengths.total - 1]
+    room = lengths.total - len(target)
+    if lengths.prompt:
+        room = min(room, lengths.prompt)
     if len(prompt_ids) > room:
         keep_bos = bos_id is not None and prompt_ids[0] == bos_id and room >= 2
         prompt_ids = (prompt_ids[:1] + prompt_ids[len(prompt_ids) - room + 1 :]) if keep_bos else prompt_ids[-room:]
     return Example(list(prompt_ids) + target, [IGNORE_INDEX] * len(prompt_ids) + target)
 
 
-def encode_examples(tokenizer, rows: pd.DataFrame, template: str, max_length: int) -> list[Example]:
+def encode_examples(tokenizer, rows: pd.DataFrame, template: str, lengths: Lengths) -> list[Example]:
     """Tokenise training rows (batched) into answer-only-labelled examples."""
     if tokenizer.eos_token_id is None:
         raise InputError(getattr(tokenizer, "name_or_path", "tokenizer"), "the tokenizer has no EOS token")
@@ -83,6 +112,5 @@ def encode_examples(tokenizer, rows: pd.DataFrame, template: str, max_length: in
                 prompt_ids[k] = ids
     answer_ids = tokenizer(rows["answer"].tolist(), add_special_tokens=False)["input_ids"]
     return [
-        assemble(p, a, tokenizer.eos_token_id, max_length, tokenizer.bos_token_id)
-        for p, a in zip(prompt_ids, answer_ids)
+        assemble(p, a, tokenizer.eos_token_id, lengths, tokenizer.bos_token_id) for p, a in zip(prompt_ids, answer_ids)
     ]

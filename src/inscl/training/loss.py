@@ -11,16 +11,17 @@ from inscl.training.models import causal_lm
 
 class AnswerLoss(torch.nn.Module):
     """Summed cross-entropy over answer tokens. Only positions with a label reach the LM head,
-    so prompt tokens cost no vocabulary projection."""
+    so prompt tokens cost no vocabulary projection. `attention` holds the kernel's extra inputs
+    of a packed row (inscl.training.attention.forward_kwargs)."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, labels, position_ids, attention_mask=None):
+    def forward(self, input_ids, labels, position_ids, attention_mask=None, **attention):
         lm = causal_lm(self.model)
         hidden = lm.get_decoder()(
-            input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False
+            input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False, **attention
         ).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX

@@ -1,5 +1,6 @@
 """Loading models: full folders, PEFT adapters on their base, Hugging Face references; for training and
-inference. The model a stage trains: full weights or a LoRA adapter, its precision and data-parallel wrapping."""
+inference. The model a stage trains (full weights or a LoRA adapter) and its dtypes; sharded loading
+and data-parallel wrapping are in inscl.training.parallel."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 import torch
 
 from inscl.core.io import InputError
-from inscl.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,16 @@ def inference_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def load_causal_lm(path, model_cfg: dict, dtype: torch.dtype = torch.float32):
-    """AutoModelForCausalLM from a full model folder (or a base reference), SDPA attention, local files only."""
+def load_causal_lm(path, model_cfg: dict, dtype: torch.dtype = torch.float32, attention: str = "sdpa", device=None):
+    """AutoModelForCausalLM from a full model folder (or a base reference), local files only,
+    its weights loaded straight onto `device` (no full copy in host memory on a GPU)."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
         resolve_model_path(path),
         dtype=dtype,
-        attn_implementation="sdpa",
+        attn_implementation=attention,
+        device_map=str(device) if device is not None and torch.device(device).type == "cuda" else None,
         local_files_only=True,
         trust_remote_code=model_cfg.get("trust_remote_code", False),
     )
@@ -108,24 +110,52 @@ def has_tokenizer(model_dir) -> bool:
 
 # ---------------------------------------------------------------- training
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-def load_trainable(previous: str, base: str, model_cfg: dict, training: dict, frozen_dtype=torch.float32):
-    """The model a stage starts from, ready to train.
 
-    full: the previous model's weights (an adapter from a LoRA run is merged first).
-    lora: the previous stage's adapter carried on (trainable), or a fresh adapter on a full model.
+def saved_dtype(model_dir) -> torch.dtype:
+    """The dtype a model folder's config declares (float32 when it declares none)."""
+    config = json.loads((Path(resolve_model_path(model_dir)) / "config.json").read_text())
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return getattr(torch, name)
+
+
+def save_dtype(training: dict, base_dir) -> torch.dtype:
+    """training.save_dtype, 'auto' being the base model's own dtype."""
+    setting = training["save_dtype"]
+    return saved_dtype(base_dir) if setting == "auto" else DTYPES[setting]
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where it helps ('auto': CUDA with bf16), or as asked; None = fp32."""
+    if precision == "fp32":
+        return None
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "bf16":
+        if device.type == "cuda" and not cuda_bf16:
+            raise InputError("config", "precision bf16 but this GPU does not support bf16", field="training.precision")
+        return torch.bfloat16
+    return torch.bfloat16 if cuda_bf16 else None
+
+
+def load_trainable(previous: str, base: str, model_cfg: dict, training: dict, device, attention: str = "sdpa"):
+    """The model a stage starts from, on `device`, ready to train.
+
+    full: the previous model's weights, in training.master_weights.
+    lora: the previous stage's adapter carried on (trainable), or a fresh adapter on a full model;
+    the frozen weights in the compute dtype on a GPU.
     """
+    master = DTYPES[training["master_weights"]]
     if training["mode"] == "full":
-        if is_adapter(previous):
-            from peft import PeftModel
-
-            return PeftModel.from_pretrained(load_causal_lm(base, model_cfg), previous).merge_and_unload()
-        return load_causal_lm(previous, model_cfg)
+        return load_causal_lm(previous, model_cfg, master, attention, device)
     from peft import PeftModel, get_peft_model
 
+    compute = compute_dtype(training["precision"], torch.device(device))
+    frozen = compute if torch.device(device).type == "cuda" and compute else master
     if is_adapter(previous):
-        return PeftModel.from_pretrained(load_causal_lm(base, model_cfg, frozen_dtype), previous, is_trainable=True)
-    return get_peft_model(load_causal_lm(previous, model_cfg, frozen_dtype), lora_config(training["lora"]))
+        base_model = load_causal_lm(base, model_cfg, frozen, attention, device)
+        return PeftModel.from_pretrained(base_model, previous, is_trainable=True)
+    return get_peft_model(load_causal_lm(previous, model_cfg, frozen, attention, device), lora_config(training["lora"]))
 
 
 def lora_config(lora: dict):
@@ -149,32 +179,3 @@ def count_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where it helps ('auto': CUDA with bf16), or as asked; None = fp32."""
-    if precision == "fp32":
-        return None
-    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    if precision == "bf16":
-        if device.type == "cuda" and not cuda_bf16:
-            raise RuntimeError("training.precision is bf16 but this GPU does not support bf16")
-        return torch.bfloat16
-    return torch.bfloat16 if cuda_bf16 else None
-
-
-def wrap_parallel(module: torch.nn.Module, ranks: distributed.Ranks, fsdp: bool, device: torch.device):
-    """DDP, or FSDP2 (each decoder layer and the root sharded) when asked, across the ranks.
-    `module` holds the model as `module.model` (an AnswerLoss)."""
-    if not ranks.distributed:
-        return module
-    if fsdp:
-        from torch.distributed.fsdp import fully_shard
-
-        for layer in causal_lm(module.model).get_decoder().layers:
-            fully_shard(layer)
-        return fully_shard(module)
-    from torch.nn.parallel import DistributedDataParallel
-
-    device_ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids)

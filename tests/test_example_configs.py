@@ -41,6 +41,7 @@ INSCL_RANDOM = [  # InsCL_sampling.py:293
     "Classification",
 ]  # fmt: skip
 INSCL_TASKS = INSCL_CURRICULUM
+TRACE_BASELINES = {"general_replay", "trace_general_replay", "rcl", "icl"}
 TRACE_ORDER = ["C-STANCE", "FOMC", "MeetingBank", "Py150", "ScienceQA", "NumGLUE-cm", "NumGLUE-ds", "20Minuten"]
 # 5,000 training examples, TRACE's size per task (its data path LLM-CL-Benchmark_5000, train_seq_naive.sh:30);
 # the plan does not depend on their lengths
@@ -91,6 +92,14 @@ TRACE_RECIPE = [
     ),
     ("evaluation.metrics.secondary.20Minuten", ["bleu_1", "bleu_4", "rouge_l"], "evaluations/eval_20Minuten.py:6-8"),
     ("replay.trace_fraction", 0.1, "scripts/train_replay.sh:23"),
+    ("icl.shots", 6, "scripts/ICL.sh:12"),
+    ("icl.shots_per_task.MeetingBank", 0, "inference/ICL.py:375-376"),
+    ("icl.max_prompt_tokens", 3584, "scripts/ICL.sh:8"),
+    (
+        "icl.header",
+        "We will give you several examples and you should follow them to accomplish the task.\n Examples:\n",
+        "inference/ICL.py:43",
+    ),
     ("replay.replay_per_task", 200, "InsCL replay/InsCL_sampling.py:270"),
     ("insinfo.pool", "cumulative", "InsCL replay/tag_utils.py:108-134"),
 ]
@@ -219,7 +228,8 @@ def test_grid_is_the_inscl_experiment():
     assert list(grid_groups(config)) == INSCL_CURRICULUM
     assert list(config["orders"]) == ["curriculum", "reverse", "random"]
     assert INSCL_DIFFICULT == INSCL_CURRICULUM[::-1]  # InsCL's "difficult" order is its curriculum reversed
-    assert sorted(config["methods"]) == sorted(METHODS)
+    # every method but TRACE's own baselines (configs/trace.yaml, configs/trace_baselines.yaml)
+    assert sorted(config["methods"]) == sorted(set(METHODS) - TRACE_BASELINES)
     assert config["evaluation"]["metrics"] == {"default": "rouge_l", "per_task": {}, "secondary": {}}
 
 
@@ -330,7 +340,8 @@ def test_trace_dry_runs(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
 
     jobs = dry_run_jobs(tmp_path)
-    chains = len(config["methods"])
+    chains = len([method for method in config["methods"] if METHODS[method].trains])
+    assert jobs["icl"] == ("icl" in config["methods"])  # one job per seed, on the base model
     assert jobs["train"] == chains * 8
     assert jobs["select_replay"] == chains - 1  # no_replay selects nothing
     assert jobs["train_single_task"] == 8 and jobs["train_multitask"] == 1

@@ -207,7 +207,7 @@ def test_run_judge_generates_with_both_models_and_judges(openai_server, endpoint
             tmp_path / "base",
             judge,
             {"batch_size": 2},
-            "plain",
+            "alpaca",
             {"trust_remote_code": False},
             tmp_path / "cache",
             device="cpu",

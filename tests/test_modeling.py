@@ -111,3 +111,15 @@ def test_model_missing_from_cache_is_a_clear_one_line_error(tmp_path, monkeypatc
     message = str(error.value)
     assert "model.base" in message and "not in the local Hugging Face cache" in message and "\n" not in message
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_saved_dtype_follows_the_config_and_auto_means_the_base_models(tmp_path, base):
+    from inscl.training.models import save_dtype, saved_dtype
+
+    assert saved_dtype(base) == torch.float32  # the tiny base is built in fp32
+    assert save_dtype({"save_dtype": "auto"}, base) == torch.float32
+    assert save_dtype({"save_dtype": "bf16"}, base) == torch.bfloat16
+    config = json.loads((base / "config.json").read_text())
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text(json.dumps({**config, "dtype": "float16"}))
+    assert saved_dtype(tmp_path / "half") == torch.float16

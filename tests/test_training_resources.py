@@ -162,17 +162,25 @@ def test_slurm_jobs_stay_on_one_node_and_training_gets_sigterm_before_its_limit(
     for rule in TRAIN_RULES:
         lead = re.fullmatch(r"'--signal=TERM@(\d+)'", PROFILE["set-resources"][rule]["slurm_extra"])
         assert lead and int(lead.group(1)) > grace, rule
-    gpu_rules = {
-        rule for rule, res in PROFILE["set-resources"].items() if res.get("slurm_partition", "").find("gpu") >= 0
-    }
-    assert gpu_rules == {*TRAIN_RULES, "evaluate", "predict_shard", "judge", "general_ability"}
+    # Every rule sized by the training or evaluation section (their GPUs) runs on the GPU partition.
+    sized = set(stages.RESOURCE_SECTION) | {a for a, rule in stages.ALIASES.items() if rule in stages.RESOURCE_SECTION}
+    on_gpus = {rule for rule, res in PROFILE["set-resources"].items() if "gpu" in res.get("slurm_partition", "")}
+    assert on_gpus == sized
+
+
+def section_of(rule: str) -> str | None:
+    return stages.RESOURCE_SECTION.get(stages.ALIASES.get(rule, rule))
 
 
 def test_evaluation_jobs_ask_for_evaluation_resources_and_base_model_for_none():
     config = load_config(ROOT / "config.yaml")
     config["training"].update(gpus=8, mem_mb=256000, threads=32, runtime=720)
     config["evaluation"].update(gpus=1, mem_mb=64000, threads=8, runtime=120)
-    for rule in ("evaluate", "predict_shard", "judge", "general_ability"):
+    evaluation_rules = [
+        rule for rule in (*stages.RESOURCE_SECTION, *stages.ALIASES) if section_of(rule) == "evaluation"
+    ]
+    assert {"evaluate", "predict_shard", "judge", "general_ability"} <= set(evaluation_rules)
+    for rule in evaluation_rules:
         resources = stages.resources(config, rule)
         assert (resources["gpu"], resources["mem_mb"], resources["runtime"]) == (1, 64000, 120), rule
         assert stages.threads(config, rule) == 8

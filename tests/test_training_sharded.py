@@ -4,6 +4,7 @@
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -125,3 +126,95 @@ def test_ddp_and_fsdp_train_alike_and_fsdp_mixed_precision_stays_close(tmp_path)
     assert losses["fsdp"].tolist() == pytest.approx(losses["ddp"].tolist(), rel=1e-5)
     assert losses["fsdp_bf16"].tolist() == pytest.approx(losses["fsdp"].tolist(), rel=2e-2)
     assert losses["fsdp_bf16"].tolist() != losses["fsdp"].tolist()
+
+
+GRADIENT_SYNC = """
+import json, sys, torch, torch.distributed as dist
+from inscl.training import distributed, parallel
+from inscl.training.loss import AnswerLoss
+from inscl.training.models import load_causal_lm
+ranks = distributed.init_from_env(0, 5)
+torch.manual_seed(0)
+found = {}
+for fsdp in (False, True):
+    model = AnswerLoss(load_causal_lm(sys.argv[1], {}))
+    wrapped = parallel.shard(model, None) if fsdp else parallel.replicate(model, ranks, torch.device("cpu"))
+    ids = torch.randint(5, 300, (1, 12)) + ranks.rank  # each rank its own data
+    batch = {"input_ids": ids, "labels": ids, "position_ids": torch.arange(12)[None], "attention_mask": None}
+    weight = next(p for p in wrapped.parameters() if p.ndim == 2)
+    seen = []
+    for last in (False, True):
+        with parallel.gradient_sync(wrapped, last):
+            wrapped(**batch).backward()
+        if fsdp:  # FSDP2 reduce-scatters into the sharded .grad only when synchronising
+            seen.append(weight.grad is not None)
+        else:  # DDP: the same gradient on every rank only after the all-reduce
+            grads = [torch.zeros_like(weight.grad) for _ in range(2)]
+            dist.all_gather(grads, weight.grad.clone())
+            seen.append(torch.equal(grads[0], grads[1]))
+    found["fsdp" if fsdp else "ddp"] = seen
+if ranks.rank == 0:
+    open(sys.argv[2], "w").write(json.dumps(found))
+distributed.shutdown(ranks)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_gradients_are_synchronised_on_the_last_micro_batch_only(tmp_path):
+    base, out = build_tiny_base(tmp_path), tmp_path / "sync.json"
+    distributed.launch([sys.executable, "-c", GRADIENT_SYNC, str(base), str(out)], 2, grace_s=30)
+    assert json.loads(out.read_text()) == {"ddp": [False, True], "fsdp": [False, True]}
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_to_the_launcher_checkpoints_every_rank_and_the_rerun_resumes(tmp_path):
+    import signal
+    import subprocess
+
+    from inscl.training.checkpoints import latest_checkpoint
+
+    base, instances = build_tiny_base(tmp_path), write_instances(tmp_path)
+
+    def job(name: str) -> TrainJob:
+        training = training_settings(
+            mode="lora", epochs=6, learning_rate=3e-3, batch_size=2, checkpoint_every=3, threads=2
+        )
+        run = tmp_path / name
+        return TrainJob(
+            str(instances), ["sst2", "arithmetic"], str(base), str(base), str(run / "model"),
+            str(run / "log.parquet"), str(run / "checkpoints"), training, MODEL, 3, 6.0, label=name,
+        )  # fmt: skip
+
+    def launch(name: str) -> subprocess.Popen:
+        spec = tmp_path / f"{name}.json"
+        job(name).to_json(spec)
+        code = (
+            "import sys; from inscl.training import distributed; "
+            f"distributed.launch(distributed.worker_command({str(spec)!r}), 2, 120)"
+        )
+        return subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+
+    reference = launch("reference")
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
+
+    interrupted = job("interrupted")
+    launcher = launch("interrupted")
+    while latest_checkpoint(interrupted.checkpoints) is None:  # the ranks are in their loop
+        assert launcher.poll() is None, launcher.stderr.read()[-3000:]
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGTERM)
+    _, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode != 0 and "exited with status 143" in stderr
+    step = int(latest_checkpoint(interrupted.checkpoints).name.removeprefix("step"))
+    assert not Path(interrupted.output_model).exists()
+
+    resumed = launch("interrupted")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
+    log, reference_log = pd.read_parquet(interrupted.output_log), pd.read_parquet(job("reference").output_log)
+    assert 3 <= step < len(reference_log)
+    assert log["loss"].tolist() == reference_log["loss"].tolist()
+    from safetensors.torch import load_file
+
+    expected = load_file(Path(job("reference").output_model) / "adapter_model.safetensors")
+    got = load_file(Path(interrupted.output_model) / "adapter_model.safetensors")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)

@@ -10,7 +10,9 @@ from inscl.evaluation import shards
 
 ORDERS = config["orders"]
 SEEDS = config["seeds"]
-METHODS = config["methods"]
+# Methods trained as chains; icl trains nothing (one icl job per seed, on the base model).
+METHODS = [method for method in config["methods"] if METHOD_REGISTRY[method].trains]
+ICL = "icl" in config["methods"]
 REFERENCES = config["references"]
 EXPERIMENT_TASKS = runs.experiment_tasks(ORDERS)
 ARTIFACT = {name: spec.path for name, spec in artifacts.ARTIFACTS.items() if spec.path}
@@ -102,6 +104,17 @@ def get_replay_code(wildcards):
     return get_code("select_replay.py", strategy)
 
 
+def run_instances(run):
+    """The instances a run trains and is evaluated on: an rcl chain's hold its rationale targets."""
+    if run.kind == "chain" and METHOD_REGISTRY[run.method].rationales:
+        return ARTIFACT["rcl_instances"]
+    return ARTIFACT["instances"]
+
+
+def get_run_instances(wildcards):
+    return run_instances(get_run(wildcards))
+
+
 def get_train_inputs(wildcards):
     """Stage k starts from stage k-1 (stage 1 and the references from the base model) and reads
     the stage's replay set when its method replays anything."""
@@ -109,7 +122,7 @@ def get_train_inputs(wildcards):
     inputs = {
         "previous": run.previous.model,
         "base": runs.BASE.model,
-        "instances": ARTIFACT["instances"],
+        "instances": run_instances(run),
     }
     if run.kind == "chain" and METHOD_REGISTRY[run.method].strategy:
         inputs["replay"] = runs.replay_folder(run.order, run.method, run.seed)
@@ -126,14 +139,17 @@ def carries_optimizer():
 
 
 def get_train_outputs(kind):
-    """A run's model and train log; a chain stage also leaves its optimizer state under
-    training.optimizer.state carry. Without training.keep_stage_models, a chain stage's model
-    and optimizer state are temp(): deleted once the next stage and evaluation have used them."""
+    """A run's model and train log. Under training.optimizer.state carry a chain stage also leaves its
+    optimizer state, temp(): deleted once the next stage has read it (twice the weights in fp32).
+    Without training.keep_stage_models a chain stage's model is temp() too: deleted once the next
+    stage and the evaluations have used it."""
     run = runs.template(kind)
-    drop = temp if kind == "chain" and not config["training"]["keep_stage_models"] else (lambda path: path)
-    outputs = {"model": drop(directory(run.model)), "train_log": run.file("train_log.parquet")}
+    model = directory(run.model)
+    if kind == "chain" and not config["training"]["keep_stage_models"]:
+        model = temp(model)
+    outputs = {"model": model, "train_log": run.file("train_log.parquet")}
     if kind == "chain" and carries_optimizer():
-        outputs["optimizer"] = drop(directory(run.file(OPTIMIZER_STATE)))
+        outputs["optimizer"] = temp(directory(run.file(OPTIMIZER_STATE)))
     return outputs
 
 
@@ -170,18 +186,25 @@ def get_evaluate_inputs(wildcards):
     )
     if evaluation["shard_by"] != "run":
         return {"shards": [get_run(wildcards).file(f"shards/{name}.parquet") for name in names]}
-    return {"model": f"{runs.RUNS}/{wildcards.run}/model", "base": runs.BASE.model, "instances": ARTIFACT["instances"]}
+    return {
+        "model": f"{runs.RUNS}/{wildcards.run}/model",
+        "base": runs.BASE.model,
+        "instances": get_run_instances(wildcards),
+    }
 
 
 # ---------------------------------------------------------------- summaries
 
 
 def get_score_files(wildcards):
-    return {
+    files = {
         "chain": [run.file("scores.parquet") for run in chain_runs() if evaluated_tasks(run)],
         "references": [run.file("scores.parquet") for run in reference_runs()],
         **get_optional_summaries(wildcards),
     }
+    if ICL:
+        files["icl"] = [f"{runs.icl_folder(seed)}/scores.parquet" for seed in SEEDS]
+    return files
 
 
 def get_optional_summaries(wildcards):
@@ -218,7 +241,41 @@ def get_report_inputs(wildcards):
         inputs["judge"] = ARTIFACT["judge_rates"]
     if config["general"]["enabled"]:
         inputs["general"] = ARTIFACT["general_delta"]
+    return {**inputs, **get_trace_baseline_report_inputs()}
+
+
+def get_trace_baseline_report_inputs():
+    """What the report shows of ICL, RCL, the general data and the forgetting analysis."""
+    inputs = {}
+    if ICL:
+        inputs["icl_shots"] = [f"{runs.icl_folder(seed)}/shots.parquet" for seed in SEEDS]
+    if any(METHOD_REGISTRY[method].rationales for method in METHODS):
+        inputs["rationales"] = ARTIFACT["rationales"]
+    if any(METHOD_REGISTRY[method].general for method in METHODS):
+        inputs["general_data"] = ARTIFACT["general_data"]
+    if config["forgetting"]["enabled"]:
+        inputs["forgetting"] = [
+            runs.forgetting_file(order, method, seed) for order in ORDERS for method in METHODS for seed in SEEDS
+        ]
     return inputs
+
+
+def get_forgetting_inputs(wildcards):
+    """The predictions of every stage of the chain (stage j scores task j under both evaluation.tasks
+    settings) and the instances (each task's training answers)."""
+    stages_run = range(1, len(ORDERS[wildcards.order]) + 1)
+    return {
+        "predictions": [
+            runs.chain(wildcards.order, wildcards.method, wildcards.seed, k).file("predictions.parquet")
+            for k in stages_run
+        ],
+        "instances": ARTIFACT["instances"],
+    }
+
+
+def get_general_file(wildcards):
+    path = config["replay"]["general"]["path"]
+    return [path] if path else []
 
 
 def get_metrics_outputs():

@@ -16,3 +16,22 @@ rule ingest:
         code=get_code("ingest.py"),
     script:
         "../scripts/ingest.py"
+
+
+# The general-data file of general_replay and trace_general_replay (replay.general).
+rule general_data:
+    input:
+        get_general_file,
+    output:
+        ARTIFACT["general_data"],
+    log:
+        "logs/general_data.log",
+    conda:
+        "../../envs/inscl.yaml"
+    resources:
+        **get_resources("general_data"),
+    params:
+        settings=get_settings("general_data"),
+        code=get_code("general_data.py"),
+    script:
+        "../scripts/general_data.py"

@@ -26,7 +26,7 @@ rule predict_shard:
     input:
         model=f"{runs.RUNS}/{{run}}/model",
         base=runs.BASE.model,
-        instances=ARTIFACT["instances"],
+        instances=get_run_instances,
     output:
         shard=f"{runs.RUNS}/{{run}}/shards/{{shard}}.parquet",
     log:
@@ -113,3 +113,50 @@ rule general_ability:
         code=get_code("general_ability.py"),
     script:
         "../scripts/general_ability.py"
+
+
+# Method icl: the base model answers every task's test set after demonstrations from its training split.
+rule icl:
+    input:
+        base=runs.BASE.model,
+        instances=ARTIFACT["instances"],
+    output:
+        predictions=f"{runs.ICL}/seed{{seed}}/predictions.parquet",
+        scores=f"{runs.ICL}/seed{{seed}}/scores.parquet",
+        demonstrations=f"{runs.ICL}/seed{{seed}}/demonstrations.parquet",
+        shots=f"{runs.ICL}/seed{{seed}}/shots.parquet",
+    log:
+        "logs/icl/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/icl/seed{seed}.tsv"
+    conda:
+        "../../envs/inscl.yaml"
+    threads: get_threads("icl")
+    resources:
+        **get_resources("icl"),
+    params:
+        settings=get_settings("icl"),
+        tasks=EXPERIMENT_TASKS,
+        code=get_code("icl.py"),
+    script:
+        "../scripts/icl.py"
+
+
+# InsCL's forgetting analysis of one chain: examples right after their stage and wrong at the end.
+rule forgetting:
+    input:
+        unpack(get_forgetting_inputs),
+    output:
+        runs.forgetting_file("{order}", "{method}", "{seed}"),
+    log:
+        "logs/forgetting/{order}/{method}/seed{seed}.log",
+    conda:
+        "../../envs/inscl.yaml"
+    resources:
+        **get_resources("forgetting"),
+    params:
+        settings=get_settings("forgetting"),
+        tasks=lambda wildcards: ORDERS[wildcards.order],
+        code=get_code("forgetting.py"),
+    script:
+        "../scripts/forgetting.py"

@@ -91,3 +91,26 @@ rule insinfo:
         code=get_code("insinfo.py"),
     script:
         "../scripts/insinfo.py"
+
+
+# RCL: a rationale for every training example, and the instances with rationale + answer targets.
+rule rationales:
+    input:
+        ARTIFACT["instances"],
+    output:
+        rationales=ARTIFACT["rationales"],
+        instances=ARTIFACT["rcl_instances"],
+    log:
+        "logs/rationales.log",
+    benchmark:
+        "logs/benchmarks/rationales.tsv"
+    conda:
+        "../../envs/inscl.yaml"
+    resources:
+        **get_resources("rationales"),
+    params:
+        settings=get_settings("rationales"),
+        tasks=EXPERIMENT_TASKS,
+        code=get_code("rationales.py"),
+    script:
+        "../scripts/rationales.py"

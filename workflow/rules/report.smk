@@ -19,7 +19,7 @@ rule report:
         **get_resources("report"),
     params:
         orders=stages.canonical(ORDERS),
-        methods=METHODS,
+        methods=config["methods"],
         tasks=EXPERIMENT_TASKS,
         code=get_code("report.py"),
     script:

@@ -44,6 +44,7 @@ def predict_rows(smk, settings, output, shard=None):
 def main(smk):
     import pandas as pd
 
+    from inscl.evaluation.answers import run_answer_rule, with_extracted_answers
     from inscl.evaluation.score import score_predictions
 
     settings = job_settings(smk)
@@ -55,7 +56,8 @@ def main(smk):
         artifacts.write(predictions, "predictions", smk.output.predictions)
     else:
         predictions = predict_rows(smk, settings, smk.output.predictions)
-    scores = score_predictions(predictions, settings["evaluation"], source=smk.output.predictions)
+    answers = with_extracted_answers(predictions, run_answer_rule(runs.of_path(smk.output.predictions)))
+    scores = score_predictions(answers, settings["evaluation"], source=smk.output.predictions)
     artifacts.write(scores, "scores", smk.output.scores)
 
 

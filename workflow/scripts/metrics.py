@@ -7,10 +7,13 @@ from inscl.core.stages import job_settings
 
 
 def main(smk):
+    import pandas as pd
+
     from inscl.evaluation.metrics import (
         build_score_matrix,
         compute_cl_metrics,
         general_deltas,
+        icl_metrics,
         judge_rates,
         load_scores,
         summarize,
@@ -22,6 +25,8 @@ def main(smk):
     scores = load_scores(list(smk.input.chain) + list(smk.input.references))
     matrix = build_score_matrix(scores, orders, methods, seeds, seen_only)
     cl = compute_cl_metrics(matrix, scores, orders, methods, seeds, settings["references"], seen_only)
+    if "icl" in smk.input.keys():
+        cl = pd.concat([cl, icl_metrics(list(smk.input.icl), orders)], ignore_index=True)
     artifacts.write(matrix, "score_matrix", smk.output.matrix)
     artifacts.write(cl, "cl_metrics", smk.output.per_run)
     artifacts.write(summarize(cl), "summary", smk.output.summary)

@@ -146,6 +146,33 @@ ARTIFACTS: dict[str, Artifact] = {
         ),
         "results/metrics/judge.parquet",
     ),
+    # TRACE's baselines and InsCL's forgetting analysis (docs/trace_baselines.md)
+    "general_data": Artifact(_columns(INSTANCE_COLUMNS), "results/data/general.parquet"),
+    # one extra epoch after a stage (trace_general_replay), in pass order
+    "extra_pass": Artifact(
+        _columns(INSTANCE_COLUMNS + " stage:int64 current_task:string method:string position:int64 reason:string")
+    ),
+    "rationales": Artifact(
+        _columns(
+            "task:string instance_id:string answer:string rationale:string target:string backend:string "
+            "model:string prompt_version:string prompt_tokens:int64 completion_tokens:int64 cost_usd:float64 "
+            "status:string error:string"
+        ),
+        "results/rcl/rationales.parquet",
+    ),
+    # the instances with every training answer replaced by its RCL target (test references unchanged)
+    "rcl_instances": Artifact(_columns(INSTANCE_COLUMNS), "results/rcl/instances.parquet"),
+    "icl_demonstrations": Artifact(
+        _columns("task:string rank:int64 instance_id:string label:string tokens:int64 reason:string")
+    ),
+    "icl_shots": Artifact(_columns("task:string instance_id:string shots:int64 prompt_tokens:int64")),
+    "forgetting": Artifact(
+        _columns(
+            "order:string method:string seed:int64 task:string task_index:int64 instance_id:string metric:string "
+            "score_learned:float64 score_final:float64 answer_final:string category:string reason:string "
+            "classifier:string status:string cost_usd:float64"
+        )
+    ),
 }
 
 

@@ -108,6 +108,7 @@ def check_consistency(config: dict, source: str) -> None:
             raise ConfigError(
                 f"{source}: key 'methods': unknown method {method!r}; expected one of: {', '.join(METHODS)}"
             )
+    check_trace_baselines(config, source)
     epochs = config.get("training", {}).get("epochs")
     if isinstance(epochs, list):
         for name, tasks in config["orders"].items():
@@ -115,6 +116,30 @@ def check_consistency(config: dict, source: str) -> None:
                 raise ConfigError(
                     f"{source}: key 'training.epochs': {len(epochs)} values for order {name!r} of {len(tasks)} tasks"
                 )
+
+
+def check_trace_baselines(config: dict, source: str) -> None:
+    """General-data methods need the file (named apart from the tasks); extra-pass methods need a
+    training side that runs the pass; replay.general takes count or fraction, not both."""
+    from inscl.core.methods import EXTRA_PASS_TRAINING, METHODS
+
+    general = config.get("replay", {}).get("general", {})
+    if general.get("count") is not None and general.get("fraction") is not None:
+        raise ConfigError(f"{source}: key 'replay.general': give count or fraction, not both")
+    tasks = {task for order in config.get("orders", {}).values() for task in order}
+    if general.get("name") in tasks:
+        raise ConfigError(f"{source}: key 'replay.general.name': {general['name']!r} is also an experiment task")
+    for method in config.get("methods", []):
+        spec = METHODS.get(method)
+        if spec is None:
+            continue
+        if spec.general and not general.get("path"):
+            raise ConfigError(f"{source}: key 'replay.general.path': method {method!r} needs a general-data file")
+        if spec.extra_pass and not EXTRA_PASS_TRAINING:
+            raise ConfigError(
+                f"{source}: key 'methods': {method!r} needs one extra training epoch after each stage, which "
+                "inscl.training does not run yet (its replay sets are built: docs/trace_baselines.md)"
+            )
 
 
 def load_config(path) -> dict:

@@ -23,6 +23,8 @@ RUNS = f"{RESULTS}/runs"
 REPLAY = f"{RESULTS}/replay"
 JUDGE = f"{RESULTS}/judge"  # JUDGE/<run>/verdicts.parquet, summary.parquet
 GENERAL = f"{RESULTS}/general"  # GENERAL/<run>/results.parquet
+ICL = f"{RESULTS}/icl"  # ICL/seed<seed>/{predictions,scores,demonstrations,shots}.parquet (method icl)
+FORGETTING = f"{RESULTS}/analysis/forgetting"  # FORGETTING/<order>/<method>/seed<seed>.parquet
 REFERENCES = ("multitask", "single_task")
 
 _SEED, _STAGE, _NAME = r"seed(?P<seed>\d+)", r"stage(?P<stage>\d+)", r"[^/]+"
@@ -177,3 +179,24 @@ def replay_folder(order: str, method: str, seed) -> str:
 
 def replay_stage_file(order: str, method: str, seed, stage) -> str:
     return f"{replay_folder(order, method, seed)}/stage{int(stage)}.parquet"
+
+
+def extra_pass_file(order: str, method: str, seed, stage) -> str:
+    """The set of the extra epoch after a stage (methods with extra_pass, inscl.core.methods)."""
+    return f"{replay_folder(order, method, seed)}/extra{int(stage)}.parquet"
+
+
+def icl_folder(seed) -> str:
+    return f"{ICL}/seed{int(seed)}"
+
+
+def icl_seed(path) -> int:
+    """The seed of a file under `results/icl/seed<seed>/`."""
+    match = re.search(r"(?:^|/)seed(\d+)/[^/]+$", Path(path).as_posix())
+    if match is None:
+        raise ValueError(f"{path} is not in an ICL seed folder")
+    return int(match.group(1))
+
+
+def forgetting_file(order: str, method: str, seed) -> str:
+    return f"{FORGETTING}/{order}/{method}/seed{seed}.parquet"

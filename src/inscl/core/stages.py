@@ -45,6 +45,26 @@ def _train_keys(config: dict) -> list[str]:
     return keys + ["model.trust_remote_code"]
 
 
+def _rationale_keys(config: dict) -> list[str]:
+    backend = config["rcl"]["backend"]
+    keys = ["rcl.backend", "rcl.allow_missing"]
+    return keys + (["rcl.prompt_version", "rcl.openai", "cache_dir"] if backend == "openai" else [])
+
+
+def _icl_keys(config: dict) -> list[str]:
+    """What shapes the icl job's answers: not which tasks other runs score or how they are sharded."""
+    skipped = ("tasks", "shard_by", "shard_examples")
+    keys = [f"evaluation.{key}" for key in config["evaluation"] if key not in skipped]
+    return ["icl", "training.template", "model.trust_remote_code"] + keys
+
+
+def _forgetting_keys(config: dict) -> list[str]:
+    keys = ["forgetting.threshold", "forgetting.classifier", "evaluation.metrics", "evaluation.normalize_exact_match"]
+    if config["forgetting"]["classifier"] == "openai":
+        keys += ["forgetting.prompt_version", "forgetting.openai", "cache_dir"]
+    return keys
+
+
 # rule -> config keys (dotted) it reads, or a function of the config giving them.
 # `resources_from` names the section whose threads / mem_mb / runtime / gpus size the job.
 STAGE_SETTINGS: dict[str, list[str] | Callable[[dict], list[str]]] = {
@@ -63,6 +83,10 @@ STAGE_SETTINGS: dict[str, list[str] | Callable[[dict], list[str]]] = {
     "judge": ["judge", "evaluation", "training.template", "model.trust_remote_code", "cache_dir"],
     "general_ability": ["general", "model.trust_remote_code"],
     "report": [],
+    "general_data": ["replay.general.path", "replay.general.name"],
+    "rationales": _rationale_keys,
+    "icl": _icl_keys,
+    "forgetting": _forgetting_keys,
 }
 # `use rule train as ...` copies read what train reads; predict_shard reads what evaluate reads.
 ALIASES = {"train_multitask": "train", "train_single_task": "train", "predict_shard": "evaluate"}
@@ -71,6 +95,7 @@ RESOURCE_SECTION = {  # base_model asks for none: it builds a tiny model or poin
     "evaluate": "evaluation",
     "judge": "evaluation",
     "general_ability": "evaluation",
+    "icl": "evaluation",
 }
 
 

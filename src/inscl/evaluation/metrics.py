@@ -221,6 +221,25 @@ def compute_cl_metrics(
     return cl.astype({"seed": "int64", "stage": "Int64", "task": "string", "value": "float64"})
 
 
+def icl_metrics(score_paths: Iterable, orders: dict) -> pd.DataFrame:
+    """The icl method's cl_metrics rows: per order and seed, OP = the mean over the order's tasks of the
+    base model's primary score with demonstrations (results/icl/seed<seed>/scores.parquet). ICL trains
+    nothing, so its score matrix would repeat one row at every stage: it has no BWT, FWT, forgetting
+    or relative gain, and no rows for them."""
+    rows = []
+    for path in score_paths:
+        scores = artifacts.read(path, "scores")
+        primary = dict(zip(scores.loc[scores["primary"], "task"], scores.loc[scores["primary"], "score"]))
+        seed = runs.icl_seed(path)
+        for order, tasks in orders.items():
+            missing = [task for task in tasks if task not in primary]
+            if missing:
+                raise InputError(path, "no score for the task", record=missing[0], field="task")
+            rows.append(_row(order, "icl", seed, "OP", np.mean([primary[task] for task in tasks])))
+    cl = pd.DataFrame(rows, columns=artifacts.columns("cl_metrics"))
+    return cl.astype({"seed": "int64", "stage": "Int64", "task": "string", "value": "float64"})
+
+
 def summarize(cl: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds per (order, method, metric) -> the summary artifact (NaN-free)."""
     if cl.empty:

@@ -34,6 +34,8 @@ class ReplayData:
     instruction_vectors: pd.Series | None = None  # vector per instruction_id
     example_vectors: pd.Series | None = None  # vector per instance_id
     sources: dict[str, str] = field(default_factory=dict)
+    general: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rows of general data
+    general_name: str | None = None
     cache: dict = field(default_factory=dict, repr=False)  # derived arrays, computed once
 
     @classmethod
@@ -46,7 +48,16 @@ class ReplayData:
         embeddings: pd.DataFrame | None = None,
         example_embeddings: pd.DataFrame | None = None,
         sources: dict[str, str] | None = None,
+        general_data: pd.DataFrame | None = None,
     ) -> "ReplayData":
+        """`general_data` (results/data/general.parquet) is appended to the instances, so that its rows
+        have positions like any example; no task pool holds them."""
+        general = np.zeros(0, dtype=np.int64)
+        general_name = None
+        if general_data is not None and len(general_data):
+            general = np.arange(len(instances), len(instances) + len(general_data), dtype=np.int64)
+            general_name = str(general_data["task"].iloc[0])
+            instances = pd.concat([instances, general_data[list(instances.columns)]], ignore_index=True)
         sources = {
             "instances": "instances.parquet",
             "distances": "distances.parquet",
@@ -77,6 +88,8 @@ class ReplayData:
             instruction_vectors,
             example_vectors,
             sources,
+            general=general,
+            general_name=general_name,
         )
 
     def distance(self, task_a: str, task_b: str) -> float:
@@ -137,7 +150,25 @@ def replay_stage(
 ) -> pd.DataFrame:
     """The replayed training examples of one stage: the instance columns, then why each was chosen."""
     ctx = StageContext(data, settings, order, list(tasks), method, int(seed), int(stage))
-    replays = [r for r in strategy.select(ctx) if len(r.rows)]
+    return stage_frame(data, ctx, strategy.select(ctx))
+
+
+def extra_pass_stage(
+    data: ReplayData, strategy, settings: ReplaySettings, order: str, tasks, method: str, seed: int, stage: int
+) -> pd.DataFrame:
+    """The set of the extra epoch after one stage (inscl.replay.general.TraceExtraPass), in pass order."""
+    ctx = StageContext(data, settings, order, list(tasks), method, int(seed), int(stage))
+    frame = stage_frame(data, ctx, strategy.extra_pass(ctx))
+    permutation = ctx.rng("extra_pass").permutation(len(frame))
+    frame = frame.iloc[permutation].reset_index(drop=True)
+    frame["position"] = np.arange(len(frame), dtype=np.int64)
+    return frame
+
+
+def stage_frame(data: ReplayData, ctx: StageContext, replays) -> pd.DataFrame:
+    """The rows of `replays` (TaskReplay) with the stage columns and why each was chosen."""
+    order, method, seed, stage = ctx.order, ctx.method, ctx.seed, ctx.stage
+    replays = [r for r in replays if len(r.rows)]
     sizes = [len(r.rows) for r in replays]
     rows = np.concatenate([np.zeros(0, dtype=np.int64)] + [r.rows for r in replays])
     frame = data.instances.iloc[rows].reset_index(drop=True)
@@ -155,9 +186,19 @@ def replay_stage(
 def replay_order(
     data: ReplayData, strategy, settings: ReplaySettings, order: str, tasks, method: str, seed: int
 ) -> list[pd.DataFrame]:
-    """The replay set of every stage of the order (stage 1 is empty)."""
+    """The replay set of every stage of the order (stage 1 replays no earlier task)."""
     return [
         replay_stage(data, strategy, settings, order, tasks, method, seed, stage) for stage in range(1, len(tasks) + 1)
+    ]
+
+
+def extra_pass_order(
+    data: ReplayData, strategy, settings: ReplaySettings, order: str, tasks, method: str, seed: int
+) -> list[pd.DataFrame]:
+    """The extra-pass set after every stage of the order (methods with extra_pass only)."""
+    return [
+        extra_pass_stage(data, strategy, settings, order, tasks, method, seed, stage)
+        for stage in range(1, len(tasks) + 1)
     ]
 
 
@@ -167,22 +208,30 @@ def load_strategy(method: str):
     return getattr(importlib.import_module(module), name)()
 
 
-def composition(frames: list[pd.DataFrame], order: str, tasks: list[str], method: str, seed: int) -> pd.DataFrame:
-    """One row per (stage, earlier task) with the number of replayed examples (0 when none)."""
+def composition(
+    frames: list[pd.DataFrame], order: str, tasks: list[str], method: str, seed: int, general: str | None = None
+) -> pd.DataFrame:
+    """One row per (stage, earlier task) with the number of replayed examples (0 when none), plus one
+    per stage for the general data when the method uses it. `frames` are the stage sets, or the
+    extra-pass sets of a method that replays in an extra pass."""
     rows = []
     for stage, frame in enumerate(frames, start=1):
         counts = frame["task"].value_counts()
-        for source in tasks[: stage - 1]:
+        for source in tasks[: stage - 1] + ([general] if general else []):
             rows.append((order, method, seed, stage, tasks[stage - 1], source, int(counts.get(source, 0))))
     return pd.DataFrame(rows, columns=artifacts.columns("composition"))
 
 
-def write_replay(frames: list[pd.DataFrame], table: pd.DataFrame, directory) -> None:
-    """stage1.parquet ... stageT.parquet and composition.parquet, all or nothing: written into a
-    temporary sibling folder that then replaces `directory`."""
+def write_replay(
+    frames: list[pd.DataFrame], table: pd.DataFrame, directory, extra: list[pd.DataFrame] | None = None
+) -> None:
+    """stage1.parquet ... stageT.parquet (extra1.parquet ... with an extra pass) and composition.parquet,
+    all or nothing: written into a temporary sibling folder that then replaces `directory`."""
     with atomic_dir(directory) as tmp:
         for stage, frame in enumerate(frames, start=1):
             artifacts.write(frame, "replay_stage", tmp / f"stage{stage}.parquet")
+        for stage, frame in enumerate(extra or [], start=1):
+            artifacts.write(frame, "extra_pass", tmp / f"extra{stage}.parquet")
         artifacts.write(table, "composition", tmp / "composition.parquet")
 
 
@@ -191,5 +240,11 @@ def select_replay(inputs: dict, settings: dict, order: str, tasks: list[str], me
     every stage's replay set and write the folder."""
     frames = {name: artifacts.read(path, name) for name, path in inputs.items() if name != "instances"}
     data = ReplayData.from_frames(artifacts.read(inputs["instances"], "instances"), tasks, **frames, sources=inputs)
-    stages = replay_order(data, load_strategy(method), ReplaySettings.from_config(settings), order, tasks, method, seed)
-    write_replay(stages, composition(stages, order, tasks, method, seed), out_dir)
+    strategy, replay_settings = load_strategy(method), ReplaySettings.from_config(settings)
+    stages = replay_order(data, strategy, replay_settings, order, tasks, method, seed)
+    extra = None
+    if METHODS[method].extra_pass:
+        extra = extra_pass_order(data, strategy, replay_settings, order, tasks, method, seed)
+    general = data.general_name if METHODS[method].general else None
+    table = composition(extra if extra is not None else stages, order, tasks, method, seed, general)
+    write_replay(stages, table, out_dir, extra)

@@ -34,6 +34,8 @@ class ReplaySettings:
     trace_fraction: float = 0.1
     prototype_clusters: int | None = None
     insinfo_pool: str = "experiment"
+    general_count: int | None = None  # replay.general.count
+    general_fraction: float | None = None  # replay.general.fraction
 
     @classmethod
     def from_config(cls, settings: dict) -> "ReplaySettings":
@@ -42,6 +44,8 @@ class ReplaySettings:
         values = {
             key: replay[key] for key in ("replay_per_task", "trace_fraction", "prototype_clusters") if key in replay
         }
+        general = replay.get("general", {})
+        values.update({f"general_{key}": general[key] for key in ("count", "fraction") if key in general})
         if "pool" in settings.get("insinfo", {}):
             values["insinfo_pool"] = settings["insinfo"]["pool"]
         return cls(**values)

@@ -282,3 +282,41 @@ def outcome_bars(rates: pd.DataFrame, title: str) -> bytes:
     figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8)
     ax.set_title(title, fontsize=11)
     return figure_png(figure)
+
+
+FORGETTING_COLOURS = {"instruction_related": "#d1495b", "instruction_unrelated": "#2f6fb3", "unsettled": "#b8bec9"}
+
+
+def forgetting_categories(counts: pd.DataFrame, methods: list[str], tasks: list[str], title: str) -> bytes:
+    """Stacked bars per method panel: for each task, the share (%) of its forgotten examples that are
+    instruction-related, instruction-unrelated or unsettled (the judge gave no verdict); the number
+    above a bar is how many were forgotten. `counts` has method, task, forgotten and one column per
+    category (summed over seeds)."""
+    figure = new_figure(
+        max(3.6, 1.2 + 0.55 * len(tasks)) * min(3, len(methods)), 3.0 * math.ceil(len(methods) / 3) + 0.9
+    )
+    axes = _panel_grid(figure, len(methods), 3, sharey=True)
+    positions = np.arange(len(tasks))
+    handles = {}
+    for position, (ax, method) in enumerate(zip(axes, methods)):
+        rows = counts[counts["method"] == method].set_index("task").reindex(tasks)
+        forgotten = rows["forgotten"].fillna(0).to_numpy(float)
+        bottom = np.zeros(len(tasks))
+        for category, colour in FORGETTING_COLOURS.items():
+            values = rows[category].fillna(0).to_numpy(float) if category in rows else np.zeros(len(tasks))
+            shares = np.divide(100 * values, forgotten, out=np.zeros(len(tasks)), where=forgotten > 0)
+            handles[category] = ax.bar(positions, shares, bottom=bottom, color=colour, width=0.7)
+            bottom += shares
+        for x, n in zip(positions, forgotten):
+            ax.text(x, 102, f"{int(n)}", ha="center", va="bottom", fontsize=7, color="#444444")
+        ax.set_ylim(0, 115)
+        ax.set_xticks(positions, tasks, fontsize=7, rotation=40, ha="right")
+        ax.set_title(method, fontsize=10)
+        if position % 3 == 0:
+            ax.set_ylabel("% of forgotten examples", fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    labels = [category.replace("_", "-") for category in handles]
+    figure.legend(list(handles.values()), labels, loc="outside lower center", ncols=3, fontsize=8)
+    figure.suptitle(title, fontsize=11)
+    return figure_png(figure)

@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from inscl.core import artifacts
+from inscl.core import artifacts, runs
 from inscl.core.io import InputError, atomic_dir, atomic_path
+from inscl.core.methods import METHODS as METHOD_REGISTRY
+from inscl.evaluation.forgetting import RELATED, RETAINED, UNRELATED
 from inscl.report import plots
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,11 @@ INPUTS = {
     "tags_raw": "tags_raw",
     "judge": "judge_rates",
     "general": "general_delta",
+    "rationales": "rationales",
+    "general_data": "general_data",
 }
+# load_inputs key -> artifact of each file in its list (stacked; icl_shots gains the seed of its folder)
+LIST_INPUTS = {"icl_shots": "icl_shots", "forgetting": "forgetting"}
 REQUIRED_INPUTS = ("matrix", "per_run", "summary")
 # tags_raw also holds the raw LLM answers, which the page does not show
 TAG_COST_COLUMNS = [
@@ -107,6 +113,10 @@ class ReportInputs:
     tags_raw: pd.DataFrame | None = None  # None: no tagging-cost section
     judge: pd.DataFrame | None = None  # judge_rates; None: judging disabled
     general: pd.DataFrame | None = None  # general_delta; None: general ability disabled
+    icl_shots: pd.DataFrame | None = None  # icl_shots of every seed, with `seed`; None: no icl
+    rationales: pd.DataFrame | None = None  # None: no rcl
+    general_data: pd.DataFrame | None = None  # None: no general-data replay
+    forgetting: pd.DataFrame | None = None  # every chain's forgetting rows; None: analysis disabled
 
 
 def read_compositions(folders) -> pd.DataFrame:
@@ -126,9 +136,9 @@ def load_inputs(paths: dict) -> ReportInputs:
     """Read the report's inputs, {key: path, list of paths or None} with the keys of INPUTS plus `replay`
     (a list of replay folders); matrix, per_run and summary are required, a missing or None optional
     input leaves its section out."""
-    unknown = sorted(set(paths) - set(INPUTS) - {"replay"})
+    unknown = sorted(set(paths) - set(INPUTS) - set(LIST_INPUTS) - {"replay"})
     if unknown:
-        raise ValueError(f"unknown report input {unknown[0]!r} (expected {sorted([*INPUTS, 'replay'])})")
+        raise ValueError(f"unknown report input {unknown[0]!r} (expected {sorted([*INPUTS, *LIST_INPUTS, 'replay'])})")
     missing = [key for key in REQUIRED_INPUTS if paths.get(key) is None]
     if missing:
         raise ValueError(f"report input {missing[0]!r} is required")
@@ -149,7 +159,23 @@ def load_inputs(paths: dict) -> ReportInputs:
         tags_raw=frames.get("tags_raw"),
         judge=frames.get("judge"),
         general=frames.get("general"),
+        rationales=frames.get("rationales"),
+        general_data=frames.get("general_data"),
+        **{key: read_list(paths[key], key) for key in LIST_INPUTS if paths.get(key) is not None},
     )
+
+
+def read_list(files, key: str) -> pd.DataFrame:
+    """The files of a list input, stacked (icl_shots with the seed of its folder)."""
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    frames = []
+    for path in files:
+        frame = artifacts.read(path, LIST_INPUTS[key])
+        frames.append(frame.assign(seed=runs.icl_seed(path)) if key == "icl_shots" else frame)
+    if not frames:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in artifacts.columns(LIST_INPUTS[key])})
+    return pd.concat(frames, ignore_index=True)
 
 
 # ---------------------------------------------------------------- formatting helpers
@@ -246,7 +272,7 @@ class ReportBuilder:
         rows = []
         for method in methods:
             seeds = summary.loc[summary["method"] == method, "n_seeds"]
-            row = [esc(method) + ("" if method in self.methods else ' <span class="tag">reference</span>')]
+            row = [esc(method) + self.method_tag(method)]
             for metric in metrics:
                 record = cells.get((method, metric))
                 if record is None:
@@ -273,6 +299,21 @@ class ReportBuilder:
                 "stage. Set evaluation.tasks: all to measure forward transfer.</p>"
             )
         return html_table(header, rows, css="metrics") + note
+
+    def method_tag(self, method: str) -> str:
+        """What sets a method apart in the tables: a reference, no training, offline rationales."""
+        if method not in self.methods:
+            return ' <span class="tag">reference</span>'
+        spec = METHOD_REGISTRY.get(method)
+        if spec is not None and not spec.trains:
+            return ' <span class="tag">no training: OP only</span>'
+        if spec is not None and spec.rationales and self.offline_rationales():
+            return ' <span class="tag">offline template rationales</span>'
+        return ""
+
+    def offline_rationales(self) -> bool:
+        rationales = self.inputs.rationales
+        return rationales is not None and (rationales["backend"] == "offline").any()
 
     def seen_only(self, order: str) -> bool:
         """The order's score matrix has no cell of a task before the stage that trains it."""
@@ -368,7 +409,8 @@ class ReportBuilder:
         composition = composition[composition["order"] == order]
         if composition.empty:
             return '<p class="note">No replay composition for this order.</p>'
-        methods = ordered(self.methods, list(self.methods) + list(composition["method"]))
+        trained = [m for m in self.methods if m not in METHOD_REGISTRY or METHOD_REGISTRY[m].trains]
+        methods = ordered(trained, trained + list(composition["method"]))
         title = f"Replayed examples per stage · order {order}"
         png = plots.replay_composition(composition, methods, order_tasks, title)
         return self.figure(
@@ -555,7 +597,179 @@ class ReportBuilder:
             (self.inputs.general, self.general_section),
         ]
         sections += [section() for given, section in optional if given is not None]
+        if any(x is not None for x in (self.inputs.icl_shots, self.inputs.rationales, self.inputs.general_data)):
+            sections.append(self.trace_baselines_section())
+        if self.inputs.forgetting is not None:
+            sections.append(self.forgetting_analysis_section())
         return render_page(sections, self.orders, self.methods, self.inputs)
+
+    # ---- TRACE's baselines and InsCL's forgetting analysis
+
+    def trace_baselines_section(self) -> Section:
+        parts = []
+        if self.inputs.icl_shots is not None:
+            parts.append("<h3>In-context learning (icl)</h3>" + self.icl_table())
+        if self.inputs.rationales is not None:
+            parts.append("<h3>Reasoning-augmented CL (rcl)</h3>" + self.rationale_summary())
+        if self.inputs.general_data is not None:
+            parts.append("<h3>General-data replay</h3>" + self.general_data_summary())
+        return Section("trace-baselines", "TRACE baselines: ICL, RCL, general replay", "".join(parts))
+
+    def icl_table(self) -> str:
+        shots = self.inputs.icl_shots
+        if shots.empty:
+            return '<p class="note">No ICL prompts.</p>'
+        table = shots.groupby("task", sort=False).agg(
+            prompts=("shots", "size"),
+            mean=("shots", "mean"),
+            low=("shots", "min"),
+            high=("shots", "max"),
+            tokens=("prompt_tokens", "mean"),
+        )
+        tasks = ordered(self.tasks, table.index)
+        rows = [
+            [
+                esc(task),
+                format_count(table.loc[task, "prompts"]),
+                format_number(table.loc[task, "mean"]),
+                f"{int(table.loc[task, 'low'])}–{int(table.loc[task, 'high'])}",
+                format_number(table.loc[task, "tokens"], 0),
+            ]
+            for task in tasks
+        ]
+        note = (
+            '<p class="note">The base model, untrained, answers each test prompt after k demonstrations drawn '
+            "from the task's <b>training</b> split (TRACE draws them from the test split it scores), in TRACE's "
+            "layout: instruction, examples header, demonstrations, test input; a prompt that does not fit drops "
+            "demonstrations down to 0. It learns nothing, so the methods table shows its OP (mean over the order's "
+            "tasks) and no BWT, FWT or forgetting. Demonstrations per prompt, over all seeds:</p>"
+        )
+        return note + html_table(["task", "prompts", "mean shots", "range", "mean prompt tokens"], rows)
+
+    def rationale_summary(self) -> str:
+        rationales = self.inputs.rationales
+        rows = []
+        for (backend, model, version), group in rationales.groupby(
+            [rationales["backend"], rationales["model"].fillna("–"), rationales["prompt_version"].fillna("–")]
+        ):
+            status = group["status"].value_counts()
+            rows.append(
+                [
+                    esc(backend),
+                    esc(model),
+                    esc(version),
+                    format_count(len(group)),
+                    format_count(status.get("ok", 0)),
+                    format_count(len(group) - status.get("ok", 0)),
+                    format_number(group["cost_usd"].sum(), 4),
+                ]
+            )
+        body = html_table(
+            ["backend", "model", "prompt version", "targets", "with rationale", "answer only", "cost (USD)"],
+            rows,
+            numeric_from=3,
+        )
+        if self.offline_rationales():
+            body += (
+                '<p class="note"><b>Offline template rationales:</b> each rationale restates the instruction, the '
+                "input and the kind of answer; it contains no reasoning. They exercise RCL's data path "
+                "(targets, answer extraction, scoring) without an API key; they are not TRACE's GPT-4 rationales, "
+                "and rcl's scores here say nothing about reasoning augmentation.</p>"
+            )
+        example = rationales[rationales["status"] == "ok"].head(1)
+        if len(example):
+            body += (
+                f'<p class="note">A training target ({esc(example["task"].iloc[0])}); scoring takes the text after '
+                'the last line starting with "Answer:":</p>'
+                f"<pre>{esc(example['target'].iloc[0])}</pre>"
+            )
+        return body
+
+    def general_data_summary(self) -> str:
+        general = self.inputs.general_data
+        if general.empty:
+            return '<p class="note">The general-data file has no rows.</p>'
+        files = ", ".join(esc(f) for f in general["source_file"].dropna().unique())
+        return (
+            f'<p class="note">{format_count(len(general))} rows of <code>{esc(general["task"].iloc[0])}</code> '
+            f"({files}). general_replay mixes them into every stage beside its random replay; the replay "
+            "composition plots show them as their own source.</p>"
+        )
+
+    def forgetting_analysis_section(self) -> Section:
+        rows = self.inputs.forgetting
+        body = (
+            '<p class="note">InsCL\'s analysis: per task, the test examples that were right (primary score at '
+            "least the threshold) just after the task was learned and wrong after the last stage, summed over "
+            "seeds. <b>Instruction-related</b>: the final answer no longer follows the instruction (format, label "
+            "set, answer type); <b>instruction-unrelated</b>: it follows the instruction with the wrong content. "
+            "InsCL finds that complex reasoning tasks forget mostly the instruction-unrelated way. "
+            f"Classifier: {esc(', '.join(sorted(set(rows.loc[rows['category'] != RETAINED, 'classifier'].dropna()))) or '–')}.</p>"
+        )
+        for order, order_tasks in self.orders.items():
+            part = rows[rows["order"] == order]
+            if part.empty:
+                continue
+            counts = forgetting_counts(part)
+            trained = [m for m in self.methods if m not in METHOD_REGISTRY or METHOD_REGISTRY[m].trains]
+            methods = ordered(trained, list(part["method"]) + trained)  # a method that learned nothing: zeros
+            table_rows = []
+            for method in methods:
+                for task in [t for t in order_tasks if t in set(counts["task"])] + ["all tasks"]:
+                    sub = counts[counts["method"] == method]
+                    record = (
+                        sub[sub["task"] == task].sum(numeric_only=True)
+                        if task != "all tasks"
+                        else sub.sum(numeric_only=True)
+                    )
+                    forgotten = record["forgotten"]
+                    table_rows.append(
+                        [
+                            esc(method),
+                            ("<b>all tasks</b>" if task == "all tasks" else esc(task)),
+                            format_count(record["learned"]),
+                            format_count(forgotten),
+                            share_cell(record[RELATED], forgotten),
+                            share_cell(record[UNRELATED], forgotten),
+                            format_count(record["unsettled"]),
+                        ]
+                    )
+            body += f"<h3>Order {esc(order)}</h3>" + html_table(
+                ["method", "task", "learned", "forgotten", "instruction-related", "instruction-unrelated", "unsettled"],
+                table_rows,
+                numeric_from=2,
+                css="compact",
+            )
+            tasks = [t for t in order_tasks if t in set(counts["task"])]
+            png = plots.forgetting_categories(counts, methods, tasks, f"Forgotten examples by kind · order {order}")
+            body += self.figure(
+                "forgetting_kinds",
+                [order],
+                png,
+                f"forgetting categories for order {order}",
+                "Share of each task's forgotten examples by kind (number forgotten above each bar, all seeds).",
+            )
+        return Section("forgetting-analysis", "Forgetting analysis (InsCL)", body)
+
+
+def forgetting_counts(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, task), summed over seeds: learned, forgotten, each category and the unsettled
+    (forgotten examples the judge gave no verdict)."""
+    forgotten = rows["category"] != RETAINED
+    frame = rows.assign(
+        learned=1,
+        forgotten=forgotten.astype(int),
+        **{RELATED: (rows["category"] == RELATED).astype(int), UNRELATED: (rows["category"] == UNRELATED).astype(int)},
+        unsettled=(forgotten & rows["category"].isna()).astype(int),
+    )
+    columns = ["learned", "forgotten", RELATED, UNRELATED, "unsettled"]
+    return frame.groupby(["method", "task"], as_index=False, sort=False)[columns].sum()
+
+
+def share_cell(count, total) -> str:
+    if not total:
+        return format_count(count)
+    return f"{int(count):,} ({100 * count / total:.0f}%)"
 
 
 def render_page(sections: list[Section], orders, methods, inputs: ReportInputs) -> str:
@@ -601,6 +815,8 @@ figure { margin:10px 0; } figure img { max-width:100%; height:auto; border:1px s
 figcaption { color:var(--muted); font-size:13px; max-width:900px; }
 dl { display:grid; grid-template-columns:max-content 1fr; gap:6px 18px; font-size:14px; }
 dt { font-weight:600; } dd { margin:0; }
+pre { background:#f3f5f8; border:1px solid var(--line); border-radius:4px; padding:8px 12px; font-size:13px;
+      white-space:pre-wrap; max-width:900px; }
 """
 
 PAGE = """<!DOCTYPE html>

@@ -5,7 +5,7 @@ A packed micro-batch is one row of slots, one example per slot, position ids res
 each (batching.collate_packed). What each kernel is given:
 
 - sdpa: `varlen_sdpa`, registered with transformers as VARLEN_SDPA. Slots of similar length form
-  buckets, each slot padded to its bucket's longest example (at most `SDPA_SLACK` - 1 = 10% more
+  buckets, each slot padded to its bucket's longest example (at most `SDPA_SLACK` - 1 = 5% more
   tokens); each bucket is a batch of causal rows for one SDPA call, built from views of the row.
   No mask is built and no score is computed across examples.
 - flash_attention_2: a padding-free row and `cu_seq_lens`; transformers calls flash-attn's varlen kernel.
@@ -26,7 +26,7 @@ from inscl.core.io import InputError
 
 BACKENDS = ("sdpa", "flash_attention_2", "flex_attention")
 VARLEN_SDPA = "inscl_varlen_sdpa"
-SDPA_SLACK = 1.1
+SDPA_SLACK = 1.05
 
 
 def varlen_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, inscl_buckets=None, **kwargs):
@@ -96,7 +96,7 @@ def implementation(backend: str, packed: bool) -> str:
 
 def slack(backend: str) -> float:
     """How much padding a packed row may carry (batching.collate_packed): none for the varlen kernels;
-    for SDPA, 10% buys one SDPA call per bucket of similar lengths instead of one per example, which
+    for SDPA, 5% buys one SDPA call per bucket of similar lengths instead of one per example, which
     costs less on a CPU than the padding (benchmarks/training.py)."""
     return SDPA_SLACK if backend == "sdpa" else 1.0
 

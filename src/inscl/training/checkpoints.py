@@ -103,6 +103,7 @@ def save_checkpoint(folder, step: int, wrapped, optimizer, state: dict, train_lo
 
 
 def read_sharded(folder, state: dict) -> None:
+    """Fill `state` (this rank's shards) from `folder`."""
     import torch.distributed.checkpoint as dcp
 
     dcp.load(state, checkpoint_id=Path(folder))

@@ -5,15 +5,12 @@ and data-parallel wrapping are in inscl.training.parallel."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
 import torch
 
 from inscl.core.io import InputError
-
-log = logging.getLogger(__name__)
 
 BASE_REFERENCE = "inscl_base_reference.json"
 ADAPTER_CONFIG = "adapter_config.json"

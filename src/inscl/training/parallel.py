@@ -33,9 +33,9 @@ def shard(module: torch.nn.Module, compute: torch.dtype | None) -> torch.nn.Modu
     return fully_shard(module, mp_policy=policy)
 
 
-def wrap(module: torch.nn.Module, ranks: distributed.Ranks, fsdp: bool, device: torch.device, compute=None):
-    """DDP (or FSDP2, for a module already built by `load_sharded`) across the ranks; the module itself alone."""
-    if not ranks.distributed or fsdp:
+def replicate(module: torch.nn.Module, ranks: distributed.Ranks, device: torch.device):
+    """DDP across the ranks; the module itself in a single process. (FSDP2 modules come from `load_sharded`.)"""
+    if not ranks.distributed:
         return module
     from torch.nn.parallel import DistributedDataParallel
 

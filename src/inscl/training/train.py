@@ -168,7 +168,7 @@ class StageTrainer:
         causal_lm(self.model).config.use_cache = False
         self.model.train()
         if not self.fsdp:
-            self.wrapped = parallel.wrap(AnswerLoss(self.model), self.ranks, False, device)
+            self.wrapped = parallel.replicate(AnswerLoss(self.model), self.ranks, device)
         torch.manual_seed(stable_seed(job.seed, "dropout", self.ranks.rank))  # own dropout masks per rank
         self.optimizer = build_optimizer(self.wrapped, training)
         if job.previous_optimizer:

@@ -49,6 +49,8 @@ def test_each_rule_reads_only_its_own_sections(config):
     assert (
         json.loads(stages.resources(openai, "tag")["max_concurrency"]) == config["tagging"]["openai"]["max_concurrency"]
     )
+    judge = stages.settings(config, "judge")["evaluation"]  # the judge sets its own answer length
+    assert set(judge) == {"do_sample", "temperature", "top_p"}
 
 
 def test_float_and_string_runtime_settings_survive_the_round_trip(config):

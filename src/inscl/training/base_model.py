@@ -91,7 +91,7 @@ def build_tiny_model(tiny: dict, tokenizer):
 
 
 def tokenizer_corpus(instances) -> list[str]:
-    """Texts the tiny tokenizer learns from: the training split's prompts (plain template) and answers."""
+    """Texts the tiny tokenizer learns from: the training split's prompts (alpaca template) and answers."""
     rows = instances[instances["split"] == "train"] if (instances["split"] == "train").any() else instances
     texts = [build_prompt(i, x) for i, x in zip(rows["instruction"].fillna(""), rows["input"].fillna(""))]
     texts += [str(ref) for refs in rows["output"] for ref in refs]

@@ -175,12 +175,11 @@ def config(**extra):
     return {**base, **extra}
 
 
-def test_general_methods_need_the_file_and_the_extra_pass_waits_for_training():
+def test_general_methods_need_the_file():
     with pytest.raises(ConfigError, match="'replay.general.path': method 'general_replay' needs a general-data file"):
         validate_config(config(methods=["general_replay"]))
     validate_config(config(methods=["general_replay"], replay={"general": {"path": str(FIXTURE)}}))
-    with pytest.raises(ConfigError, match="inscl.training does not run yet"):
-        validate_config(config(methods=["trace_general_replay"], replay={"general": {"path": str(FIXTURE)}}))
+    validate_config(config(methods=["trace_general_replay"], replay={"general": {"path": str(FIXTURE)}}))
     with pytest.raises(ConfigError, match="give count or fraction, not both"):
         validate_config(config(replay={"general": {"path": "x", "count": 3, "fraction": 0.5}}))
     with pytest.raises(ConfigError, match="'sentiment' is also an experiment task"):

@@ -22,7 +22,7 @@ from inscl.training.train import StageTrainer, TrainJob, run_job
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
-TRAIN_RULES = ("train", "train_multitask", "train_single_task")
+TRAIN_RULES = ("train", "train_multitask", "train_single_task", "train_with_state")
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:

@@ -1,6 +1,7 @@
 # Config-derived constants and the input, params and resource functions every rule file uses.
 # Paths come from inscl.core.runs and inscl.core.artifacts, settings from inscl.core.stages,
 # what a method needs from inscl.core.methods: each fact is stated there once.
+import re
 from pathlib import Path
 
 from inscl.core import artifacts, runs, stages
@@ -20,7 +21,7 @@ ARTIFACT = {name: spec.path for name, spec in artifacts.ARTIFACTS.items() if spe
 
 wildcard_constraints:
     order="|".join(ORDERS),
-    method="|".join(METHODS) if METHODS else "no-method",
+    method="|".join(map(re.escape, METHODS)) if METHODS else "no-method",
     seed=r"\d+",
     stage=r"\d+",
     task="|".join(EXPERIMENT_TASKS),
@@ -128,7 +129,34 @@ def get_train_inputs(wildcards):
         inputs["replay"] = runs.replay_folder(run.order, run.method, run.seed)
     if run.kind == "chain" and run.stage > 1 and carries_optimizer():
         inputs["optimizer"] = run.previous.file(OPTIMIZER_STATE)
+    if run.kind == "chain" and run.stage > 1 and METHOD_REGISTRY[run.method].state:
+        inputs["state"] = run.previous.state
     return inputs
+
+
+def get_train_method(wildcards):
+    """A chain's method and the settings it reads (see inscl.core.methods); none for the references."""
+    run = get_run(wildcards)
+    if run.kind != "chain":
+        return {}
+    method = METHOD_REGISTRY[run.method]
+    settings = stages.nested({key: stages.lookup(config, key) for key in method.settings})
+    return {"name": run.method, "settings": settings}
+
+
+def get_train_code(wildcards):
+    run = get_run(wildcards)
+    hook = METHOD_REGISTRY[run.method].training if run.kind == "chain" else None
+    return get_code("train.py", *([hook] if hook else []))
+
+
+# Methods whose training leaves a stage state (rule train_with_state), and the others (rule train).
+STATEFUL = [method for method in METHODS if METHOD_REGISTRY[method].state]
+STATELESS = [method for method in METHODS if not METHOD_REGISTRY[method].state]
+
+
+def methods_pattern(methods):
+    return "|".join(map(re.escape, methods)) if methods else "no-method"
 
 
 OPTIMIZER_STATE = "optimizer"  # a chain stage's optimizer state, for the next stage (optimizer.state carry)
@@ -138,8 +166,9 @@ def carries_optimizer():
     return config["training"]["optimizer"]["state"] == "carry"
 
 
-def get_train_outputs(kind):
-    """A run's model and train log. Under training.optimizer.state carry a chain stage also leaves its
+def get_train_outputs(kind, state=False):
+    """A run's model and train log, and with `state` the stage state its method leaves (rule
+    train_with_state). Under training.optimizer.state carry a chain stage also leaves its
     optimizer state, temp(): deleted once the next stage has read it (twice the weights in fp32).
     Without training.keep_stage_models a chain stage's model is temp() too: deleted once the next
     stage and the evaluations have used it."""
@@ -150,6 +179,8 @@ def get_train_outputs(kind):
     outputs = {"model": model, "train_log": run.file("train_log.parquet")}
     if kind == "chain" and carries_optimizer():
         outputs["optimizer"] = temp(directory(run.file(OPTIMIZER_STATE)))
+    if state:
+        outputs["state"] = run.state
     return outputs
 
 

@@ -27,6 +27,8 @@ rule train:
         "logs/train/{order}/{method}/seed{seed}/stage{stage}.log",
     benchmark:
         "logs/benchmarks/train/{order}/{method}/seed{seed}/stage{stage}.tsv"
+    wildcard_constraints:
+        method=methods_pattern(STATELESS),
     conda:
         "../../envs/inscl.yaml"
     threads: get_threads("train")
@@ -37,7 +39,8 @@ rule train:
         tasks=get_train_tasks,
         epochs=get_train_epochs,
         seed=get_train_seed,
-        code=get_code("train.py"),
+        method=get_train_method,
+        code=get_train_code,
     script:
         "../scripts/train.py"
 
@@ -58,3 +61,11 @@ use rule train as train_single_task with:
         "logs/train/single_task/seed{seed}/{task}.log",
     benchmark:
         "logs/benchmarks/train/single_task/seed{seed}/{task}.tsv"
+
+
+# A chain stage of a method that leaves a stage state for the next stage (e.g. EWC's Fisher).
+use rule train as train_with_state with:
+    output:
+        **get_train_outputs("chain", state=True),
+    wildcard_constraints:
+        method=methods_pattern(STATEFUL),

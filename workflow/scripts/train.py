@@ -1,10 +1,19 @@
-"""Rule train (and train_multitask, train_single_task): one training run -> model/ and train_log.parquet
-(and optimizer/, the state the next chain stage starts from, under training.optimizer.state carry)."""
+"""Rule train (and train_with_state, train_multitask, train_single_task): one training run -> model/ and
+train_log.parquet (and optimizer/, the state the next chain stage starts from, under training.optimizer.state
+carry; and the method's stage state under train_with_state)."""
 
 from inscl.core import runs
+from inscl.core.methods import METHODS
 from inscl.core.rule import run_rule
 from inscl.core.stages import job_settings
 from inscl.training.train import TrainJob, replay_file, run_job
+
+
+def extra_pass_file(run) -> str | None:
+    """The rows of the epoch after the stage, for a method with an extra pass (inside the replay folder)."""
+    if run.kind != "chain" or not METHODS[run.method].extra_pass:
+        return None
+    return runs.extra_pass_file(run.order, run.method, run.seed, run.stage)
 
 
 def main(smk):
@@ -26,6 +35,11 @@ def main(smk):
         label=run.name,
         previous_optimizer=smk.input.get("optimizer"),
         output_optimizer=smk.output.get("optimizer"),
+        method=smk.params.method.get("name"),
+        method_settings=dict(smk.params.method.get("settings", {})),
+        previous_state=smk.input.get("state"),
+        output_state=smk.output.get("state"),
+        extra_pass=extra_pass_file(run),
     )
     run_job(job)
 

@@ -106,9 +106,11 @@ def check_consistency(config: dict, source: str) -> None:
     for method in config.get("methods", []):
         if method not in METHODS:
             raise ConfigError(
-                f"{source}: key 'methods': unknown method {method!r}; expected one of: {', '.join(METHODS)}"
+                f"{source}: key 'methods': unknown method {method!r}; expected one of: {', '.join(METHODS)} "
+                "or <replay>+<training> (docs/methods.md)"
             )
     check_trace_baselines(config, source)
+    check_training_methods(config, source)
     epochs = config.get("training", {}).get("epochs")
     if isinstance(epochs, list):
         for name, tasks in config["orders"].items():
@@ -119,9 +121,9 @@ def check_consistency(config: dict, source: str) -> None:
 
 
 def check_trace_baselines(config: dict, source: str) -> None:
-    """General-data methods need the file (named apart from the tasks); extra-pass methods need a
-    training side that runs the pass; replay.general takes count or fraction, not both."""
-    from inscl.core.methods import EXTRA_PASS_TRAINING, METHODS
+    """General-data methods need the file (named apart from the tasks); replay.general takes count or
+    fraction, not both."""
+    from inscl.core.methods import METHODS
 
     general = config.get("replay", {}).get("general", {})
     if general.get("count") is not None and general.get("fraction") is not None:
@@ -135,11 +137,47 @@ def check_trace_baselines(config: dict, source: str) -> None:
             continue
         if spec.general and not general.get("path"):
             raise ConfigError(f"{source}: key 'replay.general.path': method {method!r} needs a general-data file")
-        if spec.extra_pass and not EXTRA_PASS_TRAINING:
-            raise ConfigError(
-                f"{source}: key 'methods': {method!r} needs one extra training epoch after each stage, which "
-                "inscl.training does not run yet (its replay sets are built: docs/trace_baselines.md)"
-            )
+
+
+# Training-side methods (inscl.training.methods) and the training settings they cannot run with:
+# (method, the settings' test, why). docs/methods.md has the table.
+UNSUPPORTED = [
+    (
+        "ewc",
+        lambda t: t["fsdp"],
+        "its Fisher and anchor weights are not sharded like the weights; set training.fsdp: false",
+    ),
+    ("lwf", lambda t: t["fsdp"], "its teacher is a second, unsharded copy of the model; set training.fsdp: false"),
+    (
+        "agem",
+        lambda t: t["fsdp"] or t["gpus"] > 1,
+        "its reference gradient runs in one process; set training.gpus <= 1",
+    ),
+    ("olora", lambda t: t["fsdp"], "it trains LoRA adapters, which FSDP does not shard; set training.fsdp: false"),
+    (
+        "ewc",
+        lambda t: t["mode"] == "lora" and t["lora"]["merge_after_stage"],
+        "its Fisher is over the adapter, which lora.merge_after_stage replaces each stage",
+    ),
+    (
+        "olora",
+        lambda t: t["optimizer"]["state"] == "carry",
+        "it trains a new adapter each stage, so there is no optimizer state to carry; set training.optimizer.state: reset",
+    ),
+]
+
+
+def check_training_methods(config: dict, source: str) -> None:
+    """A training-side method under settings it does not support is refused here, not mid-run."""
+    from inscl.core.methods import METHODS
+
+    training = config.get("training", {})
+    for name in config.get("methods", []):
+        hook = METHODS[name].training  # "inscl.training.methods.<module>:<Class>"
+        module = hook.split(":")[0].rsplit(".", 1)[-1] if hook else None
+        for method, unsupported, why in UNSUPPORTED:
+            if module == method and unsupported(training):
+                raise ConfigError(f"{source}: key 'methods': {name!r} does not run here: {why}")
 
 
 def load_config(path) -> dict:

@@ -14,6 +14,15 @@ nothing else names a method's needs. Stdlib only: the Snakefile imports it at st
   stage's own epochs (TRACE's replay), instead of rows mixed into the stage.
 - ``rationales``: the chain trains on rationale + answer targets (rule ``rationales``, RCL) and its
   answers are extracted before scoring (``inscl.evaluation.answers``).
+- ``training``: the training-side hook, ``module:Class`` in ``inscl.training.methods`` (None = plain
+  fine-tuning): a loss term, a gradient constraint, what is trained (docs/methods.md).
+- ``memory``: the replay set is the hook's episodic memory (A-GEM), not rows mixed into the stage.
+- ``state``: the hook leaves a stage state for the next stage (e.g. EWC's Fisher), ``Run.state`` in
+  each stage's run folder; its training is rule ``train_with_state``.
+
+A replay method and a training method compose as ``<replay>+<training>`` (e.g. ``inscl+ewc``): the
+replay method picks the rows (or the memory), the training method adds its hook. ``METHODS`` holds the
+named methods and builds a composition when asked for one.
 """
 
 from __future__ import annotations
@@ -34,18 +43,63 @@ class Method:
     general: bool = False
     extra_pass: bool = False
     rationales: bool = False
+    training: str | None = None
+    memory: bool = False
+    state: bool = False
+
+
+def compose(replay: Method, training: Method) -> Method:
+    """`<replay>+<training>`: the rows (or memory) `replay` selects, trained with `training`'s hook."""
+    return Method(
+        f"{replay.name}+{training.name}",
+        f"{replay.summary}; {training.summary}",
+        replay.strategy,
+        needs=replay.needs,
+        settings=tuple(dict.fromkeys(replay.settings + training.settings)),
+        general=replay.general,
+        training=training.training,
+        memory=training.memory,
+        state=training.state,
+    )
+
+
+class Registry(dict):
+    """name -> Method for the named methods; `"<replay>+<training>"` is composed when asked for (and
+    not stored: iterating gives the named methods only)."""
+
+    def __missing__(self, name: str) -> Method:
+        replay, plus, training = name.partition("+")
+        left, right = dict.get(self, replay), dict.get(self, training)
+        if not plus or left is None or right is None or not composable(left, right):
+            raise KeyError(name)
+        return compose(left, right)
+
+    def __contains__(self, name) -> bool:
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+
+def composable(replay: Method, training: Method) -> bool:
+    """A replay method whose rows are mixed into its stages, with a training method that selects no rows of
+    its own (A-GEM's memory, then chosen by the replay method, aside)."""
+    mixes = replay.strategy is not None and replay.training is None and replay.trains and not replay.extra_pass
+    return mixes and training.training is not None and (training.strategy is None or training.memory)
 
 
 _BUDGET = ("replay.replay_per_task",)
 _INSINFO = ("insinfo.pool",)
 _GENERAL = ("replay.general",)
 GENERAL_STRATEGIES = "inscl.replay.general"
-# The training side does not yet run an extra pass (inscl.training); until it does, a method with
-# extra_pass is refused at config validation rather than silently trained as sequential fine-tuning.
-EXTRA_PASS_TRAINING = False
+TRAINING = "inscl.training.methods"
 
-METHODS: dict[str, Method] = {
-    method.name: method
+METHODS: Registry = Registry(
+    (method.name, method)
     for method in [
         Method("no_replay", "sequential fine-tuning, nothing replayed", None),
         Method(
@@ -122,11 +176,41 @@ METHODS: dict[str, Method] = {
         ),
         Method("rcl", "sequential fine-tuning on rationale + answer targets (TRACE's RCL)", None, rationales=True),
         Method("icl", "the base model prompted with k demonstrations of the task's training split", None, trains=False),
+        Method(
+            "ewc",
+            "sequential fine-tuning with online EWC: lambda/2 * sum F (theta - theta*)^2, F accumulated over tasks",
+            None,
+            settings=("ewc",),
+            training=f"{TRAINING}.ewc:EWC",
+            state=True,
+        ),
+        Method(
+            "lwf",
+            "sequential fine-tuning with KL distillation from the previous stage's model on the current inputs",
+            None,
+            settings=("lwf",),
+            training=f"{TRAINING}.lwf:LwF",
+        ),
+        Method(
+            "agem",
+            "A-GEM: the step's gradient projected to agree with an episodic memory's (random rows per earlier task)",
+            f"{STRATEGIES}:RandomSampling",
+            settings=_BUDGET + ("agem",),
+            training=f"{TRAINING}.agem:AGEM",
+            memory=True,
+        ),
+        Method(
+            "olora",
+            "O-LoRA: a new LoRA adapter per task, earlier ones frozen, orthogonal to them",
+            None,
+            settings=("olora",),
+            training=f"{TRAINING}.olora:OLoRA",
+        ),
     ]
-}
+)
 
 
 def get(name: str) -> Method:
     if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; expected one of: {', '.join(METHODS)}")
+        raise KeyError(f"unknown method {name!r}; expected one of: {', '.join(METHODS)} or <replay>+<training>")
     return METHODS[name]

@@ -69,6 +69,11 @@ class Run:
         return f"{self.folder}/{name}"
 
     @property
+    def state(self) -> str:
+        """What a chain stage's method leaves for the next stage (methods with state, inscl.core.methods)."""
+        return f"{self.folder}/stage_state.safetensors"
+
+    @property
     def previous(self) -> "Run":
         """The run this one starts from: stage k-1 of its chain, or the base model."""
         if self.kind == "chain" and self.stage > 1:

@@ -97,7 +97,12 @@ STAGE_SETTINGS: dict[str, list[str] | Callable[[dict], list[str]]] = {
     "forgetting": _forgetting_keys,
 }
 # `use rule train as ...` copies read what train reads; predict_shard reads what evaluate reads.
-ALIASES = {"train_multitask": "train", "train_single_task": "train", "predict_shard": "evaluate"}
+ALIASES = {
+    "train_multitask": "train",
+    "train_single_task": "train",
+    "train_with_state": "train",
+    "predict_shard": "evaluate",
+}
 RESOURCE_SECTION = {  # base_model asks for none: it builds a tiny model or points at a local one
     "train": "training",
     "evaluate": "evaluation",

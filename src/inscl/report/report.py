@@ -301,7 +301,7 @@ class ReportBuilder:
         return html_table(header, rows, css="metrics") + note
 
     def method_tag(self, method: str) -> str:
-        """What sets a method apart in the tables: a reference, no training, offline rationales."""
+        """What sets a method apart in the tables: a reference, no training, offline rationales, a memory."""
         if method not in self.methods:
             return ' <span class="tag">reference</span>'
         spec = METHOD_REGISTRY.get(method)
@@ -309,6 +309,8 @@ class ReportBuilder:
             return ' <span class="tag">no training: OP only</span>'
         if spec is not None and spec.rationales and self.offline_rationales():
             return ' <span class="tag">offline template rationales</span>'
+        if spec is not None and spec.memory:
+            return ' <span class="tag">replay set = episodic memory, not trained on</span>'
         return ""
 
     def offline_rationales(self) -> bool:

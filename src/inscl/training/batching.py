@@ -45,10 +45,19 @@ class Plan:
     steps: list[np.ndarray]
     n_examples: int
     targets: list[int] = field(default_factory=list)  # answer tokens of each step
+    stage_steps: int | None = None  # with an extra pass (append_pass): the steps of the stage's own epochs
 
     def epoch_after(self, step: int) -> float:
-        """Epochs completed once step `step` (0-based) is done."""
-        return sum(len(s) for s in self.steps[: step + 1]) / self.n_examples
+        """Epochs completed once step `step` (0-based) is done; the extra pass counts as one more epoch."""
+        own = self.steps[: self.stage_steps]
+        if step < len(own):
+            return sum(len(s) for s in own[: step + 1]) / self.n_examples
+        extra = self.steps[len(own) :]
+        done = sum(len(s) for s in extra[: step + 1 - len(own)])
+        return sum(len(s) for s in own) / self.n_examples + done / sum(len(s) for s in extra)
+
+    def in_extra_pass(self, step: int) -> bool:
+        return self.stage_steps is not None and step >= self.stage_steps
 
 
 def plan_training(examples: list[Example], batch_size: int, epochs: float, seed: int) -> Plan:
@@ -60,6 +69,19 @@ def plan_training(examples: list[Example], batch_size: int, epochs: float, seed:
     steps = [stream[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
     targets = np.array([e.targets for e in examples])
     return Plan(steps, len(examples), [int(targets[s].sum()) for s in steps])
+
+
+def append_pass(plan: Plan, examples: list[Example], first: int, batch_size: int) -> Plan:
+    """`plan`, then one pass over examples[first:] in their order (TRACE's extra epoch after a stage),
+    in steps of `batch_size` examples, the last partial batch handled as a stage's (step_count)."""
+    stream = np.arange(first, len(examples))
+    if not len(stream):
+        return plan
+    count = step_count(len(stream), batch_size)
+    bounds = [k * batch_size for k in range(count)] + [len(stream)]
+    extra = [stream[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+    targets = [sum(examples[i].targets for i in step) for step in extra]
+    return Plan(plan.steps + extra, plan.n_examples, plan.targets + targets, stage_steps=len(plan.steps))
 
 
 def pack(lengths, capacity: int) -> list[list[int]]:

@@ -150,8 +150,10 @@ def job_fingerprint(job: TrainJob, examples: list[Example], ranks: distributed.R
     neutral = resume_neutral_keys()
     settings = {k: v for k, v in job.training.items() if k not in neutral}
     starts = [folder_signature(p) for p in (job.previous, job.previous_optimizer) if p]
+    # The method, its settings and what it reads besides the rows (its previous state, its memory).
+    method = [job.method, job.method_settings] + [file_signature(p) for p in (job.previous_state, job.replay) if p]
     layout = [ranks.world_size, bool(job.training["fsdp"])]
-    key = [digest.hexdigest(), settings, job.seed, job.epochs, starts, layout]
+    key = [digest.hexdigest(), settings, job.seed, job.epochs, starts, method, layout]
     return content_hash(json.dumps(key, sort_keys=True, default=str))
 
 
@@ -160,6 +162,11 @@ def folder_signature(folder) -> list:
     without reading gigabytes of weights."""
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
     return [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def file_signature(path) -> list:
+    stat = Path(path).stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
 class StopOnSigterm:

@@ -43,6 +43,28 @@ def load_training_rows(instances_path, tasks: list[str], replay_path=None) -> pd
     return rows[["task", "instance_id", "instruction", "input", "answer", "replayed"]]
 
 
+def load_pass_rows(path) -> pd.DataFrame:
+    """The rows of an extra pass after a stage (`extra{k}.parquet`, inscl.replay.general) in `position`
+    order: instruction, input, answer (first reference)."""
+    frame = pd.read_parquet(path)
+    missing = [c for c in ("instance_id", "instruction", "input", "output", "position") if c not in frame.columns]
+    if missing:
+        raise InputError(path, "missing column", field=missing[0])
+    rows = frame.sort_values("position", kind="stable").reset_index(drop=True)
+    answers = []
+    for instance_id, refs in zip(rows["instance_id"], rows["output"]):
+        if refs is None or len(refs) == 0 or not isinstance(refs[0], str):
+            raise InputError(path, "no reference answer", record=instance_id, field="output")
+        answers.append(refs[0])
+    return pd.DataFrame(
+        {
+            "instruction": rows["instruction"].fillna("").astype(str),
+            "input": rows["input"].fillna("").astype(str),
+            "answer": answers,
+        }
+    )
+
+
 @dataclass
 class Example:
     input_ids: list[int]

@@ -6,7 +6,8 @@ with the same weights as an uninterrupted one (on the CPU).
 
 The recipe's parts live beside it: examples.py (rows and tokens), batching.py (the step plan and
 micro-batches), attention.py (kernels that keep packed examples apart), models.py (the trainable
-model), parallel.py (DDP / FSDP2), loss.py, optimizer.py and checkpoints.py.
+model), parallel.py (DDP / FSDP2), loss.py, optimizer.py and checkpoints.py; a continual-learning
+method's hooks (a loss term, a gradient constraint, what is trained, the stage state) in methods/.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from tqdm.auto import tqdm
 from inscl.core import artifacts
 from inscl.core.hashing import stable_seed
 from inscl.core.io import InputError, atomic_dir
+from inscl.core.methods import METHODS
 from inscl.training import attention, distributed, parallel
-from inscl.training.batching import collate, plan_training, rank_share
+from inscl.training.batching import append_pass, collate, plan_training, rank_share
 from inscl.training.checkpoints import (
     StopOnSigterm,
     carry_optimizer,
@@ -42,8 +44,9 @@ from inscl.training.checkpoints import (
     save_checkpoint,
     save_optimizer,
 )
-from inscl.training.examples import Lengths, encode_examples, load_training_rows
+from inscl.training.examples import Lengths, encode_examples, load_pass_rows, load_training_rows
 from inscl.training.loss import AnswerLoss
+from inscl.training.methods.base import gradient_of, load_method, trainable
 from inscl.training.models import (
     DTYPES,
     causal_lm,
@@ -87,6 +90,11 @@ class TrainJob:
     label: str = ""
     previous_optimizer: str | None = None  # training.optimizer.state carry: the state stage k-1 left
     output_optimizer: str | None = None  # ... and the state this stage leaves
+    method: str | None = None  # a chain's method (inscl.core.methods); None = plain fine-tuning
+    method_settings: dict = dataclasses.field(default_factory=dict)  # its settings, shaped like the config
+    previous_state: str | None = None  # the stage state stage k-1 left (e.g. EWC's Fisher)
+    output_state: str | None = None  # ... and the one this stage leaves
+    extra_pass: str | None = None  # rows of one more epoch after the stage's own (extra{k}.parquet, TRACE's replay)
 
     def to_json(self, path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -150,25 +158,41 @@ class StageTrainer:
         attention.check_backend(training["attention"], device)
         kernel = attention.implementation(training["attention"], self.packed)
         torch.manual_seed(stable_seed(job.seed, "torch"))  # e.g. a fresh LoRA adapter's weights
+        self.kernel = kernel
         self.tokenizer = load_tokenizer(job.previous if has_tokenizer(job.previous) else job.base, job.model)
-        rows = load_training_rows(job.instances, job.tasks, job.replay)
+        # The method's hooks; a method whose replay set is its memory (A-GEM) does not train on it.
+        spec = METHODS[job.method] if job.method else None
+        self.method = load_method(spec.training if spec else None, job.method_settings)
+        mixed = job.replay if not (spec and spec.memory) else None
+        self.rows = rows = load_training_rows(job.instances, job.tasks, mixed)
         if self.fsdp:
             master = DTYPES[training["master_weights"]]
             self.model, self.wrapped = parallel.load_sharded(
                 job.previous, job.model, master, kernel, device, AnswerLoss, self.compute
             )
         else:
-            self.model = load_trainable(job.previous, job.base, job.model, training, device, kernel)
-        lengths = Lengths.of(training, causal_lm(self.model).config.max_position_embeddings)
-        self.examples = encode_examples(self.tokenizer, rows, training["template"], lengths)
-        self.lengths = np.array([len(e) for e in self.examples])
+            self.model = self.method.load_model(self) or load_trainable(
+                job.previous, job.base, job.model, training, device, kernel
+            )
+        self.limits = Lengths.of(training, causal_lm(self.model).config.max_position_embeddings)
+        self.examples = encode_examples(self.tokenizer, rows, training["template"], self.limits)
         self.plan = plan_training(self.examples, training["batch_size"], job.epochs, job.seed)
+        # TRACE's replay: one more epoch over the extra-pass rows, in their order, after the stage's own.
+        if job.extra_pass:
+            first = len(self.examples)
+            self.examples += encode_examples(
+                self.tokenizer, load_pass_rows(job.extra_pass), training["template"], self.limits
+            )
+            self.plan = append_pass(self.plan, self.examples, first, training["batch_size"])
+        self.lengths = np.array([len(e) for e in self.examples])
         if training["gradient_checkpointing"]:
             causal_lm(self.model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         causal_lm(self.model).config.use_cache = False
         self.model.train()
         if not self.fsdp:
-            self.wrapped = parallel.replicate(AnswerLoss(self.model), self.ranks, device)
+            self.loss_module = AnswerLoss(self.model)
+            self.wrapped = parallel.replicate(self.loss_module, self.ranks, device)
+        self.method.setup(self)  # the previous stage's state, a teacher, a memory
         torch.manual_seed(stable_seed(job.seed, "dropout", self.ranks.rank))  # own dropout masks per rank
         self.optimizer = build_optimizer(self.wrapped, training)
         if job.previous_optimizer:
@@ -223,15 +247,27 @@ class StageTrainer:
             for step in range(self.start_step, total_steps):
                 step_start = time.perf_counter()
 
-                # Set the learning rate of this step.
-                lr = learning_rate_at(
-                    step, total_steps, training["learning_rate"], training["schedule"], training["warmup_ratio"]
-                )
+                # Set the learning rate of this step: the schedule over the stage's own epochs, then the
+                # task's learning rate, constant, over an extra pass.
+                if plan.in_extra_pass(step):
+                    lr = training["learning_rate"]
+                else:
+                    lr = learning_rate_at(
+                        step,
+                        plan.stage_steps or total_steps,
+                        training["learning_rate"],
+                        training["schedule"],
+                        training["warmup_ratio"],
+                    )
                 set_learning_rate(self.optimizer, lr)
 
                 # Forward and backward over this rank's micro-batches; the gradients accumulate
                 # and are synchronised across ranks on the last one.
                 loss_sum, tokens = self.train_step(step)
+
+                # The method's penalty on the weights joins the gradient; its constraint changes it.
+                self.add_penalty()
+                self.method.after_backward(self, step)
 
                 # Clip the gradient, update the weights, flush the gradients.
                 if training["max_grad_norm"]:
@@ -280,18 +316,41 @@ class StageTrainer:
         loss_sum = torch.zeros((), dtype=torch.float64)
         tokens = 0
         for position, (indices, weight) in enumerate(share):
-            batch = collate(indices, self.examples, self.tokenizer.pad_token_id, self.packed, self.slack)
-            inputs = {k: batch[k].to(self.device) for k in MODEL_INPUTS if k in batch}
-            inputs.update(attention.forward_kwargs(self.training["attention"], batch, self.device))
-            autocast = torch.autocast(
-                self.device.type, dtype=self.compute or torch.float32, enabled=bool(self.compute) and not self.fsdp
-            )
-            with parallel.gradient_sync(self.wrapped, position == len(share) - 1), autocast:
+            inputs = self.batch_inputs(indices, self.examples)
+            with parallel.gradient_sync(self.wrapped, position == len(share) - 1), self.autocast():
                 summed = self.wrapped(**inputs)
-                (summed * (weight * scale)).backward()
+                extra = self.method.extra_loss(self, inputs)  # e.g. LwF's distillation, summed like the loss
+                ((summed if extra is None else summed + extra) * (weight * scale)).backward()
             loss_sum += summed.detach().double().cpu() * weight
             tokens += int(self.lengths[indices].sum()) * int(weight)
         return loss_sum, tokens
+
+    def batch_inputs(self, indices: list[int], examples: list) -> dict:
+        """The model inputs of one micro-batch of `examples`, on the device."""
+        batch = collate(indices, examples, self.tokenizer.pad_token_id, self.packed, self.slack)
+        inputs = {k: batch[k].to(self.device) for k in MODEL_INPUTS if k in batch}
+        inputs.update(attention.forward_kwargs(self.training["attention"], batch, self.device))
+        return inputs
+
+    def autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=self.compute or torch.float32, enabled=bool(self.compute) and not self.fsdp
+        )
+
+    def answer_loss(self, indices: list[int], examples: list | None = None) -> torch.Tensor:
+        """Summed answer-token loss of a micro-batch, outside the data-parallel wrapper (a method's
+        own forward passes: EWC's Fisher, A-GEM's memory)."""
+        with self.autocast():
+            return self.loss_module(**self.batch_inputs(indices, self.examples if examples is None else examples))
+
+    def add_penalty(self) -> None:
+        """Add the gradient of the method's penalty (a function of the weights, e.g. EWC's) to the step's."""
+        penalty = self.method.penalty(self)
+        if penalty is None:
+            return
+        weights = trainable(self.model)
+        for name, grad in gradient_of(penalty, weights).items():
+            weights[name].grad = grad if weights[name].grad is None else weights[name].grad + grad
 
     def checkpoint(self, step: int) -> None:
         """Save what `resume` needs to continue after `step` optimizer steps, and say how long it took
@@ -313,7 +372,9 @@ class StageTrainer:
         returns a summary of the run."""
         if self.job.output_optimizer:
             save_optimizer(self.job.output_optimizer, self.wrapped, self.optimizer, self.ranks)
-        self.save_model()
+        if not self.method.save_model(self):
+            self.save_model()
+        self.method.save_state(self)  # e.g. EWC's Fisher, for the next stage
         if self.ranks.is_main:
             artifacts.write(self.train_log(), "train_log", self.job.output_log)
             shutil.rmtree(self.job.checkpoints, ignore_errors=True)

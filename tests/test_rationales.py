@@ -148,6 +148,17 @@ def test_openai_rationales_are_repaired_cached_and_paid_once(instances, endpoint
     assert again["target"].tolist() == table["target"].tolist()
 
 
+def test_a_rationale_cut_at_max_tokens_is_asked_again(instances, endpoint, server, tmp_path):
+    server.inject("truncated")  # the first request: half its text, finish_reason "length"; the half still parses
+    table, _ = write_rationales(instances, TASKS, openai_rcl(endpoint, server), tmp_path / "cache")
+    train = instances[instances["split"] == "train"]
+    distinct = len(set(zip(train["instruction"], train["input"], train["output"].map(lambda refs: refs[0]))))
+    assert set(table["status"]) == {"ok"} and server.count() == distinct + 1  # one repair request
+    repair = [m for m in server.chat_messages() if "could not be used" in m[-1]["content"]]
+    assert len(repair) == 1 and "finish_reason=length" in repair[0][-1]["content"]
+    assert (table["rationale"] == "Looking again at the input, the reasoning holds.").any()
+
+
 def test_budget_stops_cleanly_and_the_rerun_pays_only_the_rest(instances, endpoint, server, tmp_path):
     cache = tmp_path / "cache"
     with pytest.raises(InputError, match=r"rationales missing .*skipped_budget"):

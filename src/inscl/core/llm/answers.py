@@ -1,5 +1,6 @@
 """Whether the recorded answers settle a request (the caller's validator), and the one repair
-request that follows an unusable answer."""
+request that follows an unusable answer. An answer cut at max_tokens (finish_reason "length") is
+unusable whatever the validator says: a cut rationale or verdict can still parse."""
 
 from __future__ import annotations
 
@@ -47,10 +48,11 @@ class AnswerCheck:
             try:
                 if attempt.content is None:
                     raise InvalidAnswer("empty answer")
+                if attempt.finish_reason == "length":
+                    raise InvalidAnswer("truncated: finish_reason=length, the answer reached max_tokens")
                 result.parsed = self.validate(attempt.content)
             except (InvalidAnswer, ValueError) as e:
-                truncated = " (truncated: finish_reason=length)" if attempt.finish_reason == "length" else ""
-                problem = f"{str(e) or type(e).__name__}{truncated}"
+                problem = str(e) or type(e).__name__
                 continue
             result.status, result.content = "ok", attempt.content
             return result, None

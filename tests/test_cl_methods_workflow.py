@@ -1,5 +1,6 @@
 """A training method's stage state in the DAG: EWC's Fisher is an output of each stage's training and an
-input of the next stage's, and reruns when, and only when, what it is computed from changes."""
+input of the next stage's, and reruns when, and only when, what it is computed from changes. A training
+method's settings rerun its training only, and those that stage 1 never reads rerun stages 2 and later."""
 
 import shutil
 
@@ -11,10 +12,10 @@ EWC_STAGE = "results/runs/demo/ewc/seed0/stage{}"
 
 @pytest.fixture(scope="module")
 def ewc_run(tmp_path_factory):
-    """The .test demo with sequential fine-tuning and EWC, run to the end in a copy of the checkout."""
+    """The .test demo with sequential fine-tuning, EWC and A-GEM, run to the end in a copy of the checkout."""
     workdir = tmp_path_factory.mktemp("ewc_run")
     snakefile = copy_checkout(workdir)
-    config = {**read_config(), "methods": ["no_replay", "ewc"], "references": [], "ewc": {"fisher_examples": 8}}
+    config = {**read_config(), "methods": ["no_replay", "ewc", "agem"], "references": [], "ewc": {"fisher_examples": 8}}
     write_config(workdir, config)
     snakemake(workdir, snakefile=snakefile)
     return workdir, snakefile, config
@@ -29,6 +30,10 @@ def ewc_stages(*stages) -> set[tuple[str, str]]:
     return {("train_with_state", f"order=demo, method=ewc, seed=0, stage={k}") for k in stages}
 
 
+def agem_stages(*stages) -> set[tuple[str, str]]:
+    return {("train", f"order=demo, method=agem, seed=0, stage={k}") for k in stages}
+
+
 def test_each_stage_leaves_its_fisher_for_the_next(ewc_run):
     workdir, snakefile, _ = ewc_run
     for k in (1, 2, 3):
@@ -39,7 +44,12 @@ def test_each_stage_leaves_its_fisher_for_the_next(ewc_run):
 
 @pytest.mark.parametrize(
     ("section", "value", "reruns"),
-    [("ewc", {"fisher_examples": 5}, ewc_stages(1, 2, 3)), ("lwf", {"weight": 0.5}, set())],
+    [
+        ("ewc", {"fisher_examples": 5}, ewc_stages(1, 2, 3)),
+        ("ewc", {"fisher_examples": 8, "lambda": 100}, ewc_stages(2, 3)),  # stage 1 has no penalty
+        ("agem", {"memory_batch": 4}, agem_stages(2, 3)),  # nor a memory; and the replay set stays
+        ("lwf", {"weight": 0.5}, set()),
+    ],
 )
 def test_a_method_setting_reruns_that_method_only(ewc_run, tmp_path, section, value, reruns):
     workdir, snakefile, config = ewc_run
@@ -48,7 +58,7 @@ def test_a_method_setting_reruns_that_method_only(ewc_run, tmp_path, section, va
     write_config(copy, {**config, section: value})
     jobs = planned_jobs(copy, snakefile=copy / "Snakefile")
     assert trained(jobs) == reruns
-    assert {rule for rule, _, _ in jobs} <= {"train_with_state", "evaluate", "metrics", "report"}
+    assert {rule for rule, _, _ in jobs} <= {"train", "train_with_state", "evaluate", "metrics", "report"}
 
 
 def test_a_lost_stage_state_is_rebuilt_by_its_own_stage_alone(ewc_run, tmp_path):

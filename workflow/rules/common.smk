@@ -135,12 +135,14 @@ def get_train_inputs(wildcards):
 
 
 def get_train_method(wildcards):
-    """A chain's method and the settings it reads (see inscl.core.methods); none for the references."""
+    """A chain's method and the settings its training hook reads at this stage (see inscl.core.methods);
+    none for the references."""
     run = get_run(wildcards)
     if run.kind != "chain":
         return {}
     method = METHOD_REGISTRY[run.method]
-    settings = stages.nested({key: stages.lookup(config, key) for key in method.settings})
+    keys = [k for k in method.training_settings if run.stage > 1 or k not in method.later_stage_settings]
+    settings = stages.nested({key: stages.lookup(config, key) for key in keys})
     return {"name": run.method, "settings": settings}
 
 

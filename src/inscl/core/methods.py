@@ -6,7 +6,7 @@ nothing else names a method's needs. Stdlib only: the Snakefile imports it at st
 - ``strategy``: the replay strategy, ``module:Class`` (None = nothing is replayed). It is a string
   so that each method's code digest covers its own strategy only.
 - ``needs``: artifacts the strategy reads beyond the instances (see ``inscl.core.artifacts``).
-- ``settings``: the config keys (dotted) that change what the method computes.
+- ``settings``: the config keys (dotted) that change the replay set (the replay rule's params).
 - ``trains``: False for a method without training (``icl``: the base model prompted with
   demonstrations, one job per seed, rule ``icl``); it has no chain of stages.
 - ``general``: the replay set also holds rows of the general-data file (``replay.general``).
@@ -16,6 +16,10 @@ nothing else names a method's needs. Stdlib only: the Snakefile imports it at st
   answers are extracted before scoring (``inscl.evaluation.answers``).
 - ``training``: the training-side hook, ``module:Class`` in ``inscl.training.methods`` (None = plain
   fine-tuning): a loss term, a gradient constraint, what is trained (docs/methods.md).
+- ``training_settings``: the config keys (dotted) the hook reads (the train rule's method params).
+- ``later_stage_settings``: those of ``training_settings`` that only stages after the first read
+  (stage 1 has no earlier task: no penalty, teacher, memory or earlier adapter). Stage 1's params
+  leave them out, so changing one reruns stages 2 and later only.
 - ``memory``: the replay set is the hook's episodic memory (A-GEM), not rows mixed into the stage.
 - ``state``: the hook leaves a stage state for the next stage (e.g. EWC's Fisher), ``Run.state`` in
   each stage's run folder; its training is rule ``train_with_state``.
@@ -44,6 +48,8 @@ class Method:
     extra_pass: bool = False
     rationales: bool = False
     training: str | None = None
+    training_settings: tuple[str, ...] = ()
+    later_stage_settings: tuple[str, ...] = ()
     memory: bool = False
     state: bool = False
 
@@ -58,6 +64,8 @@ def compose(replay: Method, training: Method) -> Method:
         settings=tuple(dict.fromkeys(replay.settings + training.settings)),
         general=replay.general,
         training=training.training,
+        training_settings=training.training_settings,
+        later_stage_settings=training.later_stage_settings,
         memory=training.memory,
         state=training.state,
     )
@@ -180,31 +188,38 @@ METHODS: Registry = Registry(
             "ewc",
             "sequential fine-tuning with online EWC: lambda/2 * sum F (theta - theta*)^2, F accumulated over tasks",
             None,
-            settings=("ewc",),
             training=f"{TRAINING}.ewc:EWC",
+            training_settings=("ewc.lambda", "ewc.gamma", "ewc.fisher_examples"),
+            later_stage_settings=("ewc.lambda", "ewc.gamma"),
             state=True,
         ),
         Method(
             "lwf",
             "sequential fine-tuning with KL distillation from the previous stage's model on the current inputs",
             None,
-            settings=("lwf",),
             training=f"{TRAINING}.lwf:LwF",
+            training_settings=("lwf.temperature", "lwf.weight"),
+            later_stage_settings=("lwf.temperature", "lwf.weight"),
         ),
         Method(
             "agem",
             "A-GEM: the step's gradient projected to agree with an episodic memory's (random rows per earlier task)",
             f"{STRATEGIES}:RandomSampling",
-            settings=_BUDGET + ("agem",),
+            settings=_BUDGET,
             training=f"{TRAINING}.agem:AGEM",
+            training_settings=("agem.memory_batch",),
+            later_stage_settings=("agem.memory_batch",),
             memory=True,
         ),
         Method(
             "olora",
             "O-LoRA: a new LoRA adapter per task, earlier ones frozen, orthogonal to them",
             None,
-            settings=("olora",),
             training=f"{TRAINING}.olora:OLoRA",
+            training_settings=tuple(
+                f"olora.{key}" for key in ("r", "alpha", "dropout", "target_modules", "lambda1", "lambda2")
+            ),
+            later_stage_settings=("olora.lambda1",),
         ),
     ]
 )

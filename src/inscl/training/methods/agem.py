@@ -27,7 +27,6 @@ from inscl.training.methods.base import TrainingMethod, gradient_of, trainable
 class AGEM(TrainingMethod):
     def __init__(self, settings: dict):
         super().__init__(settings)
-        self.memory_batch = int(settings["agem"]["memory_batch"])
         self.memory = []
         self.dots: list[tuple[float, float]] = []  # gᵀg_ref before and after each step's projection
 
@@ -40,6 +39,7 @@ class AGEM(TrainingMethod):
         memory = rows[rows["replayed"]].reset_index(drop=True)
         if memory.empty:  # stage 1: nothing learned before
             return
+        self.memory_batch = int(self.settings["agem"]["memory_batch"])
         self.memory = encode_examples(trainer.tokenizer, memory, trainer.training["template"], trainer.limits)
         self.memory_lengths = np.array([len(e) for e in self.memory])
 

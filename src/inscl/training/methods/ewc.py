@@ -34,19 +34,16 @@ from inscl.training.methods.base import TrainingMethod, gradient_of, trainable
 class EWC(TrainingMethod):
     def __init__(self, settings: dict):
         super().__init__(settings)
-        ewc = settings["ewc"]
-        self.strength, self.gamma, self.fisher_examples = (
-            float(ewc["lambda"]),
-            float(ewc["gamma"]),
-            ewc["fisher_examples"],
-        )
+        self.fisher_examples = settings["ewc"]["fisher_examples"]
         self.fisher: dict[str, torch.Tensor] = {}
 
     def setup(self, trainer) -> None:
-        """The previous stage's F* and, as θ*, the weights this stage starts from."""
+        """The previous stage's F* and, as θ*, the weights this stage starts from (λ and γ are read
+        from stage 2 on: inscl.core.methods `later_stage_settings`)."""
         path = trainer.job.previous_state
         if not path:
             return
+        self.strength, self.gamma = float(self.settings["ewc"]["lambda"]), float(self.settings["ewc"]["gamma"])
         weights = trainable(trainer.model)
         stored = load_file(path, device=str(trainer.device))
         for name in weights:

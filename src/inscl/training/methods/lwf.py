@@ -28,7 +28,6 @@ from inscl.training.models import DTYPES, is_adapter, load_causal_lm, resolve_mo
 class LwF(TrainingMethod):
     def __init__(self, settings: dict):
         super().__init__(settings)
-        self.temperature, self.weight = float(settings["lwf"]["temperature"]), float(settings["lwf"]["weight"])
         self.teacher = None
 
     def setup(self, trainer) -> None:
@@ -36,6 +35,10 @@ class LwF(TrainingMethod):
         job = trainer.job
         if Path(resolve_model_path(job.previous)).resolve() == Path(resolve_model_path(job.base)).resolve():
             return
+        self.temperature, self.weight = (
+            float(self.settings["lwf"]["temperature"]),
+            float(self.settings["lwf"]["weight"]),
+        )
         dtype = DTYPES[trainer.training["master_weights"]]
         if is_adapter(job.previous):
             from peft import PeftModel

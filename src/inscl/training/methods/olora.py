@@ -85,7 +85,7 @@ class OLoRA(TrainingMethod):
             self.orthogonality.append(float(orthogonality.detach()))
         l2 = torch.stack([p.float().norm() for n, p in model.named_parameters() if f".{CURRENT}." in n]).sum()
         total = self.olora["lambda2"] * l2
-        return total + self.olora["lambda1"] * orthogonality if orthogonality is not None else total
+        return total if orthogonality is None else total + self.olora["lambda1"] * orthogonality
 
     def save_model(self, trainer) -> bool:
         """Every adapter so far, stacked into one (see the module docstring)."""

@@ -21,6 +21,7 @@ from inscl.training.examples import IGNORE_INDEX, Example
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "cluster"
+GENERAL_DATA = Path(__file__).parent / "fixtures" / "data" / "general" / "self_instruct_answered.json"  # TRACE-format
 GRID = REPO / "configs" / "inscl_grid.yaml"
 TRACE = REPO / "configs" / "trace.yaml"
 
@@ -92,6 +93,12 @@ TRACE_RECIPE = [
     ),
     ("evaluation.metrics.secondary.20Minuten", ["bleu_1", "bleu_4", "rouge_l"], "evaluations/eval_20Minuten.py:6-8"),
     ("replay.trace_fraction", 0.1, "scripts/train_replay.sh:23"),
+    ("replay.general.path", "data/TRACE-Benchmark/LLM-CL-Benchmark_5000/Lima", "scripts/train_replay.sh:7"),
+    (
+        "replay.general",  # the whole file: no count, no fraction
+        {"path": "data/TRACE-Benchmark/LLM-CL-Benchmark_5000/Lima", "name": "Lima", "count": None, "fraction": None},
+        "training/replay.py:261-274",
+    ),
     ("icl.shots", 6, "scripts/ICL.sh:12"),
     ("icl.shots_per_task.MeetingBank", 0, "inference/ICL.py:375-376"),
     ("icl.max_prompt_tokens", 3584, "scripts/ICL.sh:8"),
@@ -338,6 +345,9 @@ def test_trace_dry_runs(tmp_path):
         for split in ("train", "eval", "test"):
             (root / dataset / f"{split}.json").write_text(json.dumps([example]))
     config["data"]["sources"][0]["path"] = str(root)
+    (root / "Lima").mkdir()
+    shutil.copy(GENERAL_DATA, root / "Lima" / "train.json")
+    config["replay"]["general"]["path"] = str(root / "Lima")
     config["judge"]["prompt_files"] = {"helpful": str(FIXTURES / "hhh" / "helpful_test.json")}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
 
@@ -346,6 +356,7 @@ def test_trace_dry_runs(tmp_path):
     assert jobs["icl"] == ("icl" in config["methods"])  # one job per seed, on the base model
     assert jobs["train"] == chains * 8
     assert jobs["select_replay"] == chains - 1  # no_replay selects nothing
+    assert jobs["general_data"] == 1  # Lima, for trace_general_replay
     assert jobs["train_single_task"] == 8 and jobs["train_multitask"] == 1
     assert jobs["evaluate"] == chains * 8 + 8 + 1  # seen tasks only: the base model is not scored
     assert jobs["general_ability"] == 1 + chains and jobs["judge"] == chains

@@ -32,6 +32,7 @@ import yaml
 
 from inscl.core import runs
 from inscl.core.config import validate_config
+from inscl.core.methods import METHODS
 from inscl.evaluation.lengths import auto_length
 from inscl.evaluation.shards import evaluated_tasks
 
@@ -62,11 +63,12 @@ THROUGHPUT = {  # ESTIMATES, see the module docstring
 
 
 def scored_pairs(config: dict, which: str) -> tuple[dict[str, int], int]:
-    """{task: how many models score it} and the number of evaluate jobs, as the workflow builds them."""
+    """{task: how many models score it} and the number of evaluate jobs, as the workflow builds them.
+    Chains of the trained methods only: `icl` (one job per seed, 6-shot prompts) is not in the model."""
     orders, tasks = config["orders"], runs.experiment_tasks(config["orders"])
     models = [runs.BASE]
     for order, order_tasks in orders.items():
-        for method in config["methods"]:
+        for method in (m for m in config["methods"] if METHODS[m].trains):
             for seed in config["seeds"]:
                 models += [runs.chain(order, method, seed, k) for k in range(1, len(order_tasks) + 1)]
     for seed in config["seeds"]:
@@ -138,6 +140,8 @@ def main():
 
     print(f"{args.config}: evaluation.tasks {which}; {sum(counts.values())} (model, task) test sets of {n} examples")
     print(f"in {jobs} evaluate jobs; prompts capped at {max_prompt or 'the context'} tokens; throughput: {measured}")
+    if "icl" in config["methods"]:
+        print("not counted: the icl jobs (one per seed, every task's test set with demonstrations)")
     header = f"{'task':12}{'models':>7}{'prompt':>8}{'answer':>8}{'cap':>6}{'cap auto':>9}"
     header += f"{'Mtok in':>9}{'Mtok out':>9}{'hf h':>8}{'vllm h':>8}{'hf h@cap':>10}{'vllm h@cap':>11}{'@auto hf':>10}{'@auto vllm':>11}"
     print(header)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_example_configs import commented_lines
-from training_support import MODEL, build_tiny_base, superni_instances, training_settings, write_instances
+from training_support import MODEL, build_tiny_base, superni_instances, tiny_job, training_settings, write_instances
 
 from inscl.core.config import ConfigError, load_config, load_schema, validate_config
 from inscl.core.methods import METHODS
@@ -41,24 +41,9 @@ def settings_of(method: str, **overrides) -> dict:
 
 
 def make_job(workspace, name, tasks, previous=None, method=None, settings=None, **extra) -> TrainJob:
-    run = workspace["folder"] / name
     training = training_settings(mode="full", epochs=2, learning_rate=3e-3, batch_size=4, checkpoint_every=1000)
-    return TrainJob(
-        instances=str(workspace["instances"]),
-        tasks=tasks,
-        previous=str(previous or workspace["base"]),
-        base=str(workspace["base"]),
-        output_model=str(run / "model"),
-        output_log=str(run / "train_log.parquet"),
-        checkpoints=str(run / "checkpoints"),
-        training=training,
-        model=MODEL,
-        seed=11,
-        epochs=training["epochs"],
-        label=name,
-        method=method,
-        method_settings=settings or {},
-        **extra,
+    return tiny_job(
+        workspace, name, tasks, training, 11, previous, method=method, method_settings=settings or {}, **extra
     )
 
 

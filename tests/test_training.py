@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from training_support import MODEL, build_tiny_base, superni_instances, training_settings, write_instances
+from training_support import MODEL, build_tiny_base, superni_instances, tiny_job, training_settings, write_instances
 
 from inscl.core import artifacts
 from inscl.core.io import InputError
@@ -52,24 +52,10 @@ def single_thread():
 
 
 def make_job(workspace, name, tasks, previous=None, **settings) -> TrainJob:
-    run = workspace["folder"] / name
     training = training_settings(
         **{"mode": "full", "epochs": 3, "learning_rate": 3e-3, "batch_size": 4, "checkpoint_every": 1000, **settings}
     )
-    return TrainJob(
-        instances=str(workspace["instances"]),
-        tasks=tasks,
-        previous=str(previous or workspace["base"]),
-        base=str(workspace["base"]),
-        output_model=str(run / "model"),
-        output_log=str(run / "train_log.parquet"),
-        checkpoints=str(run / "checkpoints"),
-        training=training,
-        model=MODEL,
-        seed=7,
-        epochs=training["epochs"],
-        label=name,
-    )
+    return tiny_job(workspace, name, tasks, training, 7, previous)
 
 
 def safetensors_dtypes(path) -> set[str]:

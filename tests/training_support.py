@@ -65,3 +65,25 @@ def training_settings(**overrides) -> dict:
     """The schema's training defaults (as the workflow passes them), with overrides."""
     config = validate_config({"data": {"sources": [{"name": "demo", "type": "demo"}]}, "orders": {"o": ["a", "b"]}})
     return {**config["training"], **overrides}
+
+
+def tiny_job(workspace: dict, name: str, tasks, training: dict, seed: int, previous=None, **extra):
+    """A TrainJob of the tiny model in `workspace` ({folder, base, instances}), its outputs in folder/name."""
+    from inscl.training.train import TrainJob
+
+    run = Path(workspace["folder"]) / name
+    return TrainJob(
+        instances=str(workspace["instances"]),
+        tasks=tasks,
+        previous=str(previous or workspace["base"]),
+        base=str(workspace["base"]),
+        output_model=str(run / "model"),
+        output_log=str(run / "train_log.parquet"),
+        checkpoints=str(run / "checkpoints"),
+        training=training,
+        model=MODEL,
+        seed=seed,
+        epochs=training["epochs"],
+        label=name,
+        **extra,
+    )
